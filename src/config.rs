@@ -1,0 +1,378 @@
+//! The job file: what to read, where to write it, and how rows become
+//! documents.
+//!
+//! Every struct denies unknown keys, so a typo is an error that names the key
+//! rather than a silently ignored setting. The doc comments on the fields are
+//! the reference documentation: they feed `schemas/job.schema.json`
+//! (`shiftload schema`).
+//!
+//! String values may refer to environment variables as `${NAME}`, so that
+//! secrets stay out of the file; `$$` is a literal `$`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A transfer job: one query, one target collection.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// Where rows come from.
+    pub source: SourceConfig,
+    /// Where documents go.
+    pub target: TargetConfig,
+    /// How result columns become document fields.
+    #[serde(default)]
+    pub mapping: MappingConfig,
+}
+
+/// The Redshift (or PostgreSQL) query to read.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Connection URL, `postgresql://user:password@host:port/database?sslmode=require`.
+    /// `sslmode` is `disable`, `prefer` (default) or `require`; with TLS the
+    /// server certificate is verified against the public web roots.
+    /// Use `${PGPASSWORD}`-style references for the password.
+    pub url: String,
+    /// The SELECT whose result is transferred. Runs inside a read
+    /// transaction; rows are fetched `fetch_rows` at a time through a
+    /// row-limited portal, never all at once.
+    pub query: String,
+    /// Rows per fetch, and so per Arrow record batch.
+    #[serde(default = "default_fetch_rows")]
+    pub fetch_rows: u32,
+}
+
+/// The MongoDB collection to fill.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// MongoDB connection string (`mongodb://` or `mongodb+srv://`).
+    pub uri: String,
+    /// Database name.
+    pub database: String,
+    /// Collection name.
+    pub collection: String,
+    /// Insert requests in flight at once.
+    #[serde(default = "default_writers")]
+    pub writers: usize,
+    /// Documents per insert request, at most; the server's
+    /// `maxWriteBatchSize` and `maxMessageSizeBytes` also bound a request.
+    #[serde(default = "default_write_batch_docs")]
+    pub write_batch_docs: usize,
+}
+
+/// How result columns become document fields.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    /// Key columns that make `_id`: one column gives its value, several give a
+    /// sub-document `{col1: .., col2: ..}`. Without it each document gets a
+    /// fresh ObjectId, which is not safe to re-run (a retry duplicates rows).
+    #[serde(default)]
+    pub id: Vec<String>,
+    /// Columns to keep (default: all). Cannot be combined with `exclude`.
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// Columns to drop.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Column → field path. A dotted path (`address.city`) builds nested
+    /// documents.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// What a SQL NULL becomes.
+    #[serde(default)]
+    pub null: NullPolicy,
+    /// What DECIMAL/NUMERIC values become.
+    #[serde(default)]
+    pub decimal: DecimalPolicy,
+    /// What happens to a decimal with more than 34 significant digits, which
+    /// BSON Decimal128 cannot hold exactly.
+    #[serde(default)]
+    pub decimal_overflow: OverflowPolicy,
+    /// What DATE, TIMESTAMP and TIMESTAMPTZ values become.
+    #[serde(default)]
+    pub timestamp: TimestampPolicy,
+    /// What JSON/JSONB/SUPER text becomes.
+    #[serde(default)]
+    pub json: JsonPolicy,
+    /// Strip the trailing blanks that CHAR(n) pads values with.
+    #[serde(default = "default_true")]
+    pub trim_char: bool,
+}
+
+/// What a SQL NULL becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NullPolicy {
+    /// Leave the field out of the document.
+    #[default]
+    Omit,
+    /// Write a BSON null.
+    Null,
+}
+
+/// What DECIMAL/NUMERIC values become.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecimalPolicy {
+    /// BSON Decimal128, exact (up to 34 significant digits).
+    #[default]
+    Decimal128,
+    /// BSON double: lossy beyond 15-17 significant digits.
+    Double,
+    /// The decimal's text, e.g. `"12.3400"`.
+    String,
+}
+
+/// What happens to a decimal that BSON Decimal128 cannot hold exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Stop the run with an error naming the column and row key.
+    #[default]
+    Error,
+    /// Write the exact value as a string.
+    String,
+}
+
+/// What DATE, TIMESTAMP and TIMESTAMPTZ values become.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampPolicy {
+    /// BSON datetime (milliseconds since the epoch, UTC); microseconds are
+    /// truncated toward minus infinity.
+    #[default]
+    Datetime,
+    /// ISO 8601 text with microseconds (`2024-01-31T12:00:00.123456Z`, or
+    /// `2024-01-31` for a DATE).
+    String,
+    /// int64 microseconds since the Unix epoch.
+    Micros,
+}
+
+/// What JSON/JSONB/SUPER text becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonPolicy {
+    /// Embedded documents and arrays.
+    #[default]
+    Parse,
+    /// The JSON text as a string.
+    String,
+}
+
+fn default_fetch_rows() -> u32 {
+    65_536
+}
+fn default_writers() -> usize {
+    4
+}
+fn default_write_batch_docs() -> usize {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
+
+impl JobConfig {
+    /// Read, parse, expand `${ENV}` references and check a job file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read job file {}", path.display()), e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse a job from TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let job_err = |message: String| Error::Job {
+            path: PathBuf::from(path),
+            message,
+        };
+        let mut job: JobConfig =
+            toml::from_str(text).map_err(|e| job_err(e.to_string().trim_end().to_string()))?;
+        job.expand_env().map_err(job_err)?;
+        job.check().map_err(job_err)?;
+        crate::redact::register_uri(&job.source.url);
+        crate::redact::register_uri(&job.target.uri);
+        Ok(job)
+    }
+
+    fn expand_env(&mut self) -> std::result::Result<(), String> {
+        let fields: [(&str, &mut String); 5] = [
+            ("source.url", &mut self.source.url),
+            ("source.query", &mut self.source.query),
+            ("target.uri", &mut self.target.uri),
+            ("target.database", &mut self.target.database),
+            ("target.collection", &mut self.target.collection),
+        ];
+        for (key, value) in fields {
+            *value = expand(value, key)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let nonempty = [
+            ("source.url", &self.source.url),
+            ("source.query", &self.source.query),
+            ("target.uri", &self.target.uri),
+            ("target.database", &self.target.database),
+            ("target.collection", &self.target.collection),
+        ];
+        for (key, value) in nonempty {
+            if value.trim().is_empty() {
+                return Err(format!("`{key}` is empty"));
+            }
+        }
+        if self.source.fetch_rows == 0 {
+            return Err("`source.fetch_rows` must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.target.writers) {
+            return Err("`target.writers` must be between 1 and 64".into());
+        }
+        if self.target.write_batch_docs == 0 {
+            return Err("`target.write_batch_docs` must be at least 1".into());
+        }
+        if self.target.database.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+            return Err(format!(
+                "`target.database` {:?} contains a character MongoDB does not allow in a database name",
+                self.target.database
+            ));
+        }
+        if self.target.collection.starts_with("system.") || self.target.collection.contains(['$', '\0']) {
+            return Err(format!(
+                "`target.collection` {:?} is not a valid collection name",
+                self.target.collection
+            ));
+        }
+        let m = &self.mapping;
+        if m.include.is_some() && !m.exclude.is_empty() {
+            return Err("`mapping.include` and `mapping.exclude` cannot both be set".into());
+        }
+        for (column, path) in &m.rename {
+            check_field_path(path).map_err(|why| format!("`mapping.rename.{column}` = {path:?}: {why}"))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &m.id {
+            if !seen.insert(c) {
+                return Err(format!("`mapping.id` names column `{c}` twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check a dotted field path for what MongoDB (and compatible servers) reject.
+pub fn check_field_path(path: &str) -> std::result::Result<(), &'static str> {
+    for part in path.split('.') {
+        if part.is_empty() {
+            return Err("a path segment is empty");
+        }
+        if part.starts_with('$') {
+            return Err("a field name cannot start with `$`");
+        }
+        if part.contains('\0') {
+            return Err("a field name cannot contain NUL");
+        }
+    }
+    Ok(())
+}
+
+/// Expand `${NAME}` from the environment; `$$` is a literal `$`.
+fn expand(value: &str, key: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("`{key}`: unterminated `${{` (write `$$` for a literal `$`)"))?;
+            let name = &tail[..end];
+            let var = std::env::var(name).map_err(|_| {
+                format!("`{key}` refers to environment variable {name}, which is not set")
+            })?;
+            out.push_str(&var);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The JSON Schema of the job file, as committed in `schemas/job.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(JobConfig);
+    let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[source]
+url = "postgresql://u:${SHIFTLOAD_TEST_PW}@h/d"
+query = "select 1"
+[target]
+uri = "mongodb://h"
+database = "db"
+collection = "c"
+"#;
+
+    #[test]
+    fn expands_env_and_applies_defaults() {
+        std::env::set_var("SHIFTLOAD_TEST_PW", "pa$$word");
+        let job = JobConfig::parse(MIN, Path::new("j.toml")).unwrap();
+        assert_eq!(job.source.url, "postgresql://u:pa$$word@h/d");
+        assert_eq!(job.source.fetch_rows, 65_536);
+        assert_eq!(job.target.writers, 4);
+        assert_eq!(job.mapping.null, NullPolicy::Omit);
+        assert!(job.mapping.trim_char);
+    }
+
+    #[test]
+    fn missing_env_names_key_and_variable() {
+        let text = MIN.replace("SHIFTLOAD_TEST_PW", "SHIFTLOAD_SURELY_UNSET");
+        let err = JobConfig::parse(&text, Path::new("j.toml")).unwrap_err().to_string();
+        assert!(err.contains("source.url"), "{err}");
+        assert!(err.contains("SHIFTLOAD_SURELY_UNSET"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        std::env::set_var("SHIFTLOAD_TEST_PW", "x");
+        let text = MIN.replace("query =", "qurey =");
+        let err = JobConfig::parse(&text, Path::new("j.toml")).unwrap_err().to_string();
+        assert!(err.contains("qurey"), "{err}");
+    }
+
+    #[test]
+    fn dollar_escape() {
+        assert_eq!(expand("a$$b$c", "k").unwrap(), "a$b$c");
+    }
+
+    #[test]
+    fn rename_paths_are_checked() {
+        std::env::set_var("SHIFTLOAD_TEST_PW", "x");
+        let text = format!("{MIN}\n[mapping.rename]\ncity = \"address..city\"\n");
+        let err = JobConfig::parse(&text, Path::new("j.toml")).unwrap_err().to_string();
+        assert!(err.contains("mapping.rename.city"), "{err}");
+    }
+}

@@ -1,0 +1,254 @@
+//! Low-level BSON writing: element type bytes, Decimal128 in its BID layout,
+//! ISO 8601 text for dates and times, and JSON text → BSON.
+
+use serde_json::Value;
+
+pub const DOUBLE: u8 = 0x01;
+pub const STRING: u8 = 0x02;
+pub const DOCUMENT: u8 = 0x03;
+pub const ARRAY: u8 = 0x04;
+pub const BINARY: u8 = 0x05;
+pub const OBJECT_ID: u8 = 0x07;
+pub const BOOLEAN: u8 = 0x08;
+pub const DATETIME: u8 = 0x09;
+pub const NULL: u8 = 0x0A;
+pub const INT32: u8 = 0x10;
+pub const INT64: u8 = 0x12;
+pub const DECIMAL128: u8 = 0x13;
+
+/// Largest coefficient a BSON Decimal128 holds: 10^34 − 1.
+const MAX_COEFFICIENT: u128 = 9_999_999_999_999_999_999_999_999_999_999_999;
+
+/// `key` followed by NUL, as BSON element names are written.
+pub fn cstring_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k
+}
+
+#[inline]
+pub fn put_element(out: &mut Vec<u8>, ty: u8, key: &[u8]) {
+    out.push(ty);
+    out.extend_from_slice(key);
+}
+
+#[inline]
+pub fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as i32 + 1).to_le_bytes());
+    out.extend_from_slice(s);
+    out.push(0);
+}
+
+/// Start a (sub-)document: returns where its length goes.
+#[inline]
+pub fn begin_doc(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    at
+}
+
+/// Close a document begun at `at`: terminator and length.
+#[inline]
+pub fn end_doc(out: &mut Vec<u8>, at: usize) {
+    out.push(0);
+    let len = (out.len() - at) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The 16 bytes of a BSON Decimal128 equal to `unscaled · 10^-scale`, or
+/// `None` when it needs more than 34 significant digits.
+///
+/// BID layout: sign at bit 127, exponent biased by 6176 at bit 113,
+/// coefficient in the low 113 bits. Trailing zeros of a too-long
+/// coefficient move into the exponent, which keeps the value exact.
+pub fn decimal128(unscaled: i128, scale: i8) -> Option<[u8; 16]> {
+    let negative = unscaled < 0;
+    let mut coefficient = unscaled.unsigned_abs();
+    let mut exponent = -(scale as i32);
+    while coefficient > MAX_COEFFICIENT {
+        if coefficient % 10 != 0 {
+            return None;
+        }
+        coefficient /= 10;
+        exponent += 1;
+    }
+    let biased = (exponent + 6176) as u128;
+    let bits = ((negative as u128) << 127) | (biased << 113) | coefficient;
+    Some(bits.to_le_bytes())
+}
+
+/// `unscaled · 10^-scale` as decimal text, e.g. `-12.3400`.
+pub fn decimal_string(unscaled: i128, scale: i8) -> String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let sign = if unscaled < 0 { "-" } else { "" };
+    if scale <= 0 {
+        let zeros = if unscaled == 0 { 0 } else { (-scale) as usize };
+        return format!("{sign}{digits}{}", "0".repeat(zeros));
+    }
+    let scale = scale as usize;
+    if digits.len() > scale {
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        format!("{sign}{int}.{frac}")
+    } else {
+        format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
+    }
+}
+
+/// (year, month, day) of a day count since 1970-01-01, proleptic Gregorian.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    (y, m, d)
+}
+
+fn fmt_year(y: i64) -> String {
+    if (0..=9999).contains(&y) {
+        format!("{y:04}")
+    } else {
+        format!("{y:+05}")
+    }
+}
+
+/// `YYYY-MM-DD` of a day count since the Unix epoch.
+pub fn date_string(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{}-{m:02}-{d:02}", fmt_year(y))
+}
+
+/// `HH:MM:SS.ffffff` of microseconds since midnight.
+pub fn time_string(micros: i64) -> String {
+    let s = micros.div_euclid(1_000_000);
+    let f = micros.rem_euclid(1_000_000);
+    format!("{:02}:{:02}:{:02}.{f:06}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// ISO 8601 with microseconds; `Z` appended when the value is known to be UTC.
+pub fn timestamp_string(micros: i64, utc: bool) -> String {
+    let days = micros.div_euclid(86_400_000_000);
+    let rest = micros.rem_euclid(86_400_000_000);
+    format!(
+        "{}T{}{}",
+        date_string(days),
+        time_string(rest),
+        if utc { "Z" } else { "" }
+    )
+}
+
+/// Why a JSON value could not be written as BSON.
+pub fn write_json(out: &mut Vec<u8>, key: &[u8], text: &str) -> Result<(), String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    write_json_value(out, key, &value)
+}
+
+fn write_json_value(out: &mut Vec<u8>, key: &[u8], value: &Value) -> Result<(), String> {
+    match value {
+        Value::Null => put_element(out, NULL, key),
+        Value::Bool(b) => {
+            put_element(out, BOOLEAN, key);
+            out.push(*b as u8);
+        }
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                if let Ok(i) = i32::try_from(i) {
+                    put_element(out, INT32, key);
+                    out.extend_from_slice(&i.to_le_bytes());
+                } else {
+                    put_element(out, INT64, key);
+                    out.extend_from_slice(&i.to_le_bytes());
+                }
+            } else {
+                let f = n.as_f64().ok_or("number out of range")?;
+                put_element(out, DOUBLE, key);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            put_element(out, STRING, key);
+            put_str(out, s.as_bytes());
+        }
+        Value::Array(items) => {
+            put_element(out, ARRAY, key);
+            let at = begin_doc(out);
+            let mut k = Vec::with_capacity(8);
+            for (i, item) in items.iter().enumerate() {
+                k.clear();
+                k.extend_from_slice(i.to_string().as_bytes());
+                k.push(0);
+                write_json_value(out, &k, item)?;
+            }
+            end_doc(out, at);
+        }
+        Value::Object(map) => {
+            put_element(out, DOCUMENT, key);
+            let at = begin_doc(out);
+            for (k, v) in map {
+                if k.contains('\0') {
+                    return Err(format!("JSON key {k:?} contains NUL"));
+                }
+                write_json_value(out, &cstring_key(k), v)?;
+            }
+            end_doc(out, at);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn decimal128_matches_bson_parser() {
+        let cases: &[(i128, i8, &str)] = &[
+            (0, 0, "0"),
+            (0, 4, "0.0000"),
+            (123_456_780, 4, "12345.6780"),
+            (-1, 10, "-1E-10"),
+            (9_999_999_999_999_999_999_999_999_999_999_999, 0, "9999999999999999999999999999999999"),
+            (i64::MIN as i128, 2, "-92233720368547758.08"),
+            (5, -3, "5E+3"),
+        ];
+        for &(unscaled, scale, text) in cases {
+            let ours = decimal128(unscaled, scale).unwrap();
+            let theirs = bson::Decimal128::from_str(text).unwrap().bytes();
+            assert_eq!(ours, theirs, "{unscaled} scale {scale}");
+        }
+    }
+
+    #[test]
+    fn decimal128_folds_trailing_zeros_and_refuses_35_digits() {
+        // 10^37 at scale 0: 38 digits, but exact as 1E+37.
+        let v = 10i128.pow(37);
+        assert_eq!(
+            decimal128(v, 0).unwrap(),
+            bson::Decimal128::from_str("1E+37").unwrap().bytes()
+        );
+        assert!(decimal128(10i128.pow(35) + 1, 0).is_none());
+    }
+
+    #[test]
+    fn decimal_text() {
+        assert_eq!(decimal_string(-1234, 2), "-12.34");
+        assert_eq!(decimal_string(5, 3), "0.005");
+        assert_eq!(decimal_string(5, -2), "500");
+        assert_eq!(decimal_string(0, 2), "0.00");
+    }
+
+    #[test]
+    fn dates_and_times() {
+        assert_eq!(date_string(0), "1970-01-01");
+        assert_eq!(date_string(-1), "1969-12-31");
+        assert_eq!(date_string(19_753), "2024-01-31");
+        assert_eq!(timestamp_string(-1, true), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(time_string(3_723_000_004), "01:02:03.000004");
+    }
+}

@@ -1,0 +1,706 @@
+//! Arrow record batches → raw BSON documents.
+//!
+//! The shape follows arrow-json's writer: the job's mapping is resolved once
+//! against the schema into a [`Plan`] (which column goes to which key, nested
+//! documents, `_id`), and each batch binds the plan to its arrays as a list of
+//! per-column encoders whose key bytes (name + NUL) are pre-encoded. The row
+//! loop then does no type dispatch and no key formatting: each encoder
+//! appends its type byte, key and value to one contiguous buffer.
+//!
+//! A batch is cut into row ranges encoded in parallel on rayon's pool; each
+//! range yields one buffer of back-to-back documents ([`EncodedChunk`]).
+//! `_id` is always written first: the driver looks for it there.
+
+pub mod bson;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    Time64MicrosecondType, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
+use arrow_array::{Array, ArrayRef, PrimitiveArray, RecordBatch};
+use arrow_buffer::NullBuffer;
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use rayon::prelude::*;
+
+use self::bson as b;
+use crate::config::{
+    DecimalPolicy, JsonPolicy, MappingConfig, NullPolicy, OverflowPolicy, TimestampPolicy,
+};
+use crate::error::{Error, Result};
+use crate::source::pgtypes::KIND_KEY;
+
+/// Documents encoded from one row range, back to back. Each document starts
+/// with its own little-endian i32 length, so no offsets are kept.
+#[derive(Debug, Default)]
+pub struct EncodedChunk {
+    pub buf: Vec<u8>,
+    pub docs: usize,
+}
+
+impl EncodedChunk {
+    /// Iterate over the documents' bytes.
+    pub fn iter(&self) -> DocIter<'_> {
+        DocIter { buf: &self.buf }
+    }
+}
+
+/// Iterator over documents stored back to back.
+pub struct DocIter<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Iterator for DocIter<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.buf.len() < 5 {
+            return None;
+        }
+        let len = i32::from_le_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+        let (doc, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Some(doc)
+    }
+}
+
+/// One batch, encoded.
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    pub chunks: Vec<EncodedChunk>,
+    pub docs: usize,
+    pub bytes: usize,
+}
+
+/// A mapping resolved against a schema, reusable for every batch of it.
+pub struct Encoder {
+    plan: Plan,
+    /// Running estimate of BSON bytes per row, to size buffers up front.
+    bytes_per_row: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Plan {
+    /// Leaves: (schema column, key bytes). A column may appear twice (as
+    /// `_id` and as a field).
+    leaves: Vec<Leaf>,
+    id: IdPlan,
+    body: Vec<Node>,
+    options: Options,
+    /// Columns that identify a row in error messages.
+    key_columns: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Leaf {
+    column: usize,
+    key: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum IdPlan {
+    /// A fresh ObjectId per document.
+    ObjectId,
+    /// `_id` is one column's value (leaf index), never null.
+    Column(usize),
+    /// `_id` is a sub-document of several columns (leaf indices).
+    Composite(Vec<usize>),
+}
+
+#[derive(Debug)]
+enum Node {
+    Leaf(usize),
+    Doc { key: Vec<u8>, children: Vec<Node> },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    null: NullPolicy,
+    decimal: DecimalPolicy,
+    decimal_overflow: OverflowPolicy,
+    timestamp: TimestampPolicy,
+    json: JsonPolicy,
+    trim_char: bool,
+}
+
+impl Encoder {
+    /// Resolve `mapping` against `schema`. Fails with an error naming the
+    /// config key and column when the mapping refers to a missing column,
+    /// puts two values on one path, or a column cannot be encoded.
+    pub fn new(schema: &Schema, mapping: &MappingConfig) -> Result<Self> {
+        let index_of = |key: &str, name: &str| -> Result<usize> {
+            schema.index_of(name).map_err(|_| {
+                Error::config(
+                    key,
+                    format!(
+                        "column `{name}` is not in the query result (columns: {})",
+                        schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })
+        };
+        for name in mapping.rename.keys() {
+            index_of(&format!("mapping.rename.{name}"), name)?;
+        }
+        for name in &mapping.exclude {
+            index_of("mapping.exclude", name)?;
+        }
+        let included: Vec<usize> = match &mapping.include {
+            Some(list) => list.iter().map(|n| index_of("mapping.include", n)).collect::<Result<_>>()?,
+            None => (0..schema.fields().len())
+                .filter(|&i| !mapping.exclude.iter().any(|e| e == schema.field(i).name()))
+                .collect(),
+        };
+        let options = Options {
+            null: mapping.null,
+            decimal: mapping.decimal,
+            decimal_overflow: mapping.decimal_overflow,
+            timestamp: mapping.timestamp,
+            json: mapping.json,
+            trim_char: mapping.trim_char,
+        };
+        for &i in &included {
+            check_encodable(schema.field(i))?;
+        }
+
+        let mut leaves = Vec::new();
+        let id_columns: Vec<usize> =
+            mapping.id.iter().map(|n| index_of("mapping.id", n)).collect::<Result<_>>()?;
+        for &c in &id_columns {
+            check_encodable(schema.field(c))?;
+        }
+        let id = match id_columns.as_slice() {
+            [] => IdPlan::ObjectId,
+            [c] => {
+                leaves.push(Leaf { column: *c, key: b::cstring_key("_id") });
+                IdPlan::Column(0)
+            }
+            many => IdPlan::Composite(
+                many.iter()
+                    .map(|&c| {
+                        leaves.push(Leaf { column: c, key: b::cstring_key(schema.field(c).name()) });
+                        leaves.len() - 1
+                    })
+                    .collect(),
+            ),
+        };
+
+        // Target paths in column order; build the tree of nested documents.
+        let mut body: Vec<Node> = Vec::new();
+        let mut owners: HashMap<String, String> = HashMap::new();
+        for &c in &included {
+            let name = schema.field(c).name();
+            let (path, key) = match mapping.rename.get(name) {
+                Some(p) => (p.clone(), format!("mapping.rename.{name}")),
+                None => (name.clone(), format!("column `{name}`")),
+            };
+            if mapping.rename.get(name).is_none() && (path.contains('.') || path.starts_with('$')) {
+                return Err(Error::config(
+                    key,
+                    "its name is not a valid MongoDB field name (it contains `.` or starts with `$`); \
+                     give it another name with mapping.rename",
+                ));
+            }
+            let segments: Vec<&str> =
+                if mapping.rename.contains_key(name) { path.split('.').collect() } else { vec![path.as_str()] };
+            if segments[0] == "_id" {
+                return Err(Error::config(key, "`_id` is made from mapping.id; choose another field name"));
+            }
+            // Every prefix of the path must be a document, the full path a leaf,
+            // and no two columns may claim the same path.
+            for depth in 1..=segments.len() {
+                let prefix = segments[..depth].join(".");
+                let role = if depth == segments.len() { "value" } else { "document" };
+                match owners.get(&prefix) {
+                    Some(other) if role == "value" || !other.ends_with("(document)") => {
+                        return Err(Error::config(
+                            key,
+                            format!("field `{prefix}` is already written by {other}"),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        let who = if role == "value" { format!("column `{name}`") } else { format!("column `{name}` (document)") };
+                        owners.insert(prefix, who);
+                    }
+                }
+            }
+            leaves.push(Leaf { column: c, key: b::cstring_key(segments.last().expect("non-empty path")) });
+            insert_path(&mut body, &segments[..segments.len() - 1], leaves.len() - 1);
+        }
+
+        let key_columns = if id_columns.is_empty() { Vec::new() } else { id_columns };
+        Ok(Encoder {
+            plan: Plan { leaves, id, body, options, key_columns },
+            bytes_per_row: AtomicUsize::new(64),
+        })
+    }
+
+    /// Encode `batch`. `first_row` is the position of its first row in the
+    /// whole result, for error messages.
+    pub fn encode(&self, batch: &RecordBatch, first_row: u64) -> Result<EncodedBatch> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(EncodedBatch::default());
+        }
+        let encoders = self
+            .plan
+            .leaves
+            .iter()
+            .map(|leaf| make_encoder(batch.column(leaf.column), batch.schema().field(leaf.column), &leaf.key, self.plan.options))
+            .collect::<Result<Vec<_>>>()?;
+        let threads = rayon::current_num_threads().max(1);
+        let chunk_rows = n.div_ceil(threads * 4).max(2048);
+        let ranges: Vec<(usize, usize)> =
+            (0..n).step_by(chunk_rows).map(|s| (s, (s + chunk_rows).min(n))).collect();
+        let estimate = self.bytes_per_row.load(Ordering::Relaxed);
+        let chunks = ranges
+            .into_par_iter()
+            .map(|(start, end)| {
+                let mut chunk = EncodedChunk {
+                    buf: Vec::with_capacity(estimate * (end - start) + 64),
+                    docs: end - start,
+                };
+                for row in start..end {
+                    self.write_document(&encoders, row, &mut chunk.buf).map_err(|(leaf, message)| {
+                        let column = batch.schema().field(self.plan.leaves[leaf].column).name().clone();
+                        Error::Value { column, row: self.describe_row(batch, row, first_row), message }
+                    })?;
+                }
+                Ok(chunk)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes: usize = chunks.iter().map(|c| c.buf.len()).sum();
+        self.bytes_per_row.store(bytes / n + 1, Ordering::Relaxed);
+        Ok(EncodedBatch { chunks, docs: n, bytes })
+    }
+
+    fn write_document(
+        &self,
+        encoders: &[Box<dyn FieldEncoder + '_>],
+        row: usize,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), (usize, String)> {
+        let at = b::begin_doc(out);
+        match &self.plan.id {
+            IdPlan::ObjectId => {
+                b::put_element(out, b::OBJECT_ID, b"_id\0");
+                out.extend_from_slice(&::bson::oid::ObjectId::new().bytes());
+            }
+            IdPlan::Column(leaf) => {
+                if encoders[*leaf].is_null(row) {
+                    return Err((*leaf, "a key column for `_id` is NULL".into()));
+                }
+                encoders[*leaf].encode(row, out).map_err(|m| (*leaf, m))?;
+            }
+            IdPlan::Composite(leaves) => {
+                b::put_element(out, b::DOCUMENT, b"_id\0");
+                let sub = b::begin_doc(out);
+                for &leaf in leaves {
+                    if encoders[leaf].is_null(row) {
+                        return Err((leaf, "a key column for `_id` is NULL".into()));
+                    }
+                    encoders[leaf].encode(row, out).map_err(|m| (leaf, m))?;
+                }
+                b::end_doc(out, sub);
+            }
+        }
+        self.write_nodes(&self.plan.body, encoders, row, out)?;
+        b::end_doc(out, at);
+        Ok(())
+    }
+
+    fn write_nodes(
+        &self,
+        nodes: &[Node],
+        encoders: &[Box<dyn FieldEncoder + '_>],
+        row: usize,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), (usize, String)> {
+        for node in nodes {
+            match node {
+                Node::Leaf(leaf) => {
+                    let enc = &encoders[*leaf];
+                    if enc.is_null(row) {
+                        if self.plan.options.null == NullPolicy::Null {
+                            b::put_element(out, b::NULL, &self.plan.leaves[*leaf].key);
+                        }
+                    } else {
+                        enc.encode(row, out).map_err(|m| (*leaf, m))?;
+                    }
+                }
+                Node::Doc { key, children } => {
+                    let start = out.len();
+                    b::put_element(out, b::DOCUMENT, key);
+                    let at = b::begin_doc(out);
+                    self.write_nodes(children, encoders, row, out)?;
+                    b::end_doc(out, at);
+                    // Under `null = "omit"`, a sub-document whose fields are
+                    // all NULL is left out too.
+                    if out.len() - at == 5 && self.plan.options.null == NullPolicy::Omit {
+                        out.truncate(start);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `row key order_id=42` when `_id` comes from key columns, else the
+    /// row's position in the result.
+    fn describe_row(&self, batch: &RecordBatch, row: usize, first_row: u64) -> String {
+        let position = format!("row {} of the result", first_row + row as u64 + 1);
+        if self.plan.key_columns.is_empty() {
+            return position;
+        }
+        let keys: Vec<String> = self
+            .plan
+            .key_columns
+            .iter()
+            .map(|&c| format!("{}={}", batch.schema().field(c).name(), display_value(batch.column(c), row)))
+            .collect();
+        format!("{position} (row key {})", keys.join(", "))
+    }
+}
+
+fn insert_path(nodes: &mut Vec<Node>, parents: &[&str], leaf: usize) {
+    let Some((first, rest)) = parents.split_first() else {
+        nodes.push(Node::Leaf(leaf));
+        return;
+    };
+    let key = b::cstring_key(first);
+    let pos = nodes.iter().position(|n| matches!(n, Node::Doc { key: k, .. } if *k == key));
+    let pos = pos.unwrap_or_else(|| {
+        nodes.push(Node::Doc { key, children: Vec::new() });
+        nodes.len() - 1
+    });
+    if let Node::Doc { children, .. } = &mut nodes[pos] {
+        insert_path(children, rest, leaf);
+    }
+}
+
+/// A short text form of a key value for error messages.
+fn display_value(array: &ArrayRef, row: usize) -> String {
+    if array.is_null(row) {
+        return "NULL".into();
+    }
+    match array.data_type() {
+        DataType::Int16 => array.as_primitive::<Int16Type>().value(row).to_string(),
+        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).to_string(),
+        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::Utf8 => format!("{:?}", array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => format!("{:?}", array.as_string::<i64>().value(row)),
+        DataType::Decimal128(_, s) => b::decimal_string(array.as_primitive::<Decimal128Type>().value(row), *s),
+        DataType::Date32 => b::date_string(array.as_primitive::<Date32Type>().value(row) as i64),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            b::timestamp_string(array.as_primitive::<TimestampMicrosecondType>().value(row), tz.is_some())
+        }
+        other => format!("<{other}>"),
+    }
+}
+
+fn check_encodable(field: &Field) -> Result<()> {
+    let ok = matches!(
+        field.data_type(),
+        DataType::Boolean
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Binary
+            | DataType::Decimal128(_, _)
+            | DataType::Date32
+            | DataType::Timestamp(_, _)
+            | DataType::Time64(TimeUnit::Microsecond)
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedType {
+            column: field.name().clone(),
+            type_name: format!("Arrow {}", field.data_type()),
+            hint: String::new(),
+        })
+    }
+}
+
+/// Writes one column's value for a row: type byte, pre-encoded key, value.
+trait FieldEncoder: Sync {
+    fn is_null(&self, row: usize) -> bool;
+    /// Append the element for a non-null `row`.
+    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String>;
+}
+
+fn make_encoder<'a>(
+    array: &'a ArrayRef,
+    field: &Field,
+    key: &[u8],
+    o: Options,
+) -> Result<Box<dyn FieldEncoder + 'a>> {
+    let key = key.to_vec();
+    let nulls = array.logical_nulls();
+    let kind = field.metadata().get(KIND_KEY).map(String::as_str);
+    let enc: Box<dyn FieldEncoder + 'a> = match array.data_type() {
+        DataType::Boolean => Box::new(Enc { nulls, key, values: array.as_boolean(), write: |v: &arrow_array::BooleanArray, i, out: &mut Vec<u8>, k: &[u8]| {
+            b::put_element(out, b::BOOLEAN, k);
+            out.push(v.value(i) as u8);
+            Ok(())
+        }}),
+        DataType::Int16 => Box::new(Enc { nulls, key, values: array.as_primitive::<Int16Type>(), write: |v: &PrimitiveArray<Int16Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+            b::put_element(out, b::INT32, k);
+            out.extend_from_slice(&(v.value(i) as i32).to_le_bytes());
+            Ok(())
+        }}),
+        DataType::Int32 => Box::new(Enc { nulls, key, values: array.as_primitive::<Int32Type>(), write: |v: &PrimitiveArray<Int32Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+            b::put_element(out, b::INT32, k);
+            out.extend_from_slice(&v.value(i).to_le_bytes());
+            Ok(())
+        }}),
+        DataType::Int64 => Box::new(Enc { nulls, key, values: array.as_primitive::<Int64Type>(), write: |v: &PrimitiveArray<Int64Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+            b::put_element(out, b::INT64, k);
+            out.extend_from_slice(&v.value(i).to_le_bytes());
+            Ok(())
+        }}),
+        DataType::Float32 => Box::new(Enc { nulls, key, values: array.as_primitive::<Float32Type>(), write: |v: &PrimitiveArray<Float32Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+            b::put_element(out, b::DOUBLE, k);
+            out.extend_from_slice(&(v.value(i) as f64).to_le_bytes());
+            Ok(())
+        }}),
+        DataType::Float64 => Box::new(Enc { nulls, key, values: array.as_primitive::<Float64Type>(), write: |v: &PrimitiveArray<Float64Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+            b::put_element(out, b::DOUBLE, k);
+            out.extend_from_slice(&v.value(i).to_le_bytes());
+            Ok(())
+        }}),
+        DataType::Utf8 | DataType::LargeUtf8 => {
+            let trim = kind == Some("char") && o.trim_char;
+            if kind == Some("json") && o.json == JsonPolicy::Parse {
+                if array.data_type() == &DataType::Utf8 {
+                    Box::new(Enc { nulls, key, values: array.as_string::<i32>(), write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| b::write_json(out, k, v.value(i)) })
+                } else {
+                    Box::new(Enc { nulls, key, values: array.as_string::<i64>(), write: |v: &arrow_array::LargeStringArray, i, out: &mut Vec<u8>, k: &[u8]| b::write_json(out, k, v.value(i)) })
+                }
+            } else if array.data_type() == &DataType::Utf8 {
+                if trim {
+                    Box::new(Enc { nulls, key, values: array.as_string::<i32>(), write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                        b::put_element(out, b::STRING, k);
+                        b::put_str(out, v.value(i).trim_end_matches(' ').as_bytes());
+                        Ok(())
+                    }})
+                } else {
+                    Box::new(Enc { nulls, key, values: array.as_string::<i32>(), write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                        b::put_element(out, b::STRING, k);
+                        b::put_str(out, v.value(i).as_bytes());
+                        Ok(())
+                    }})
+                }
+            } else {
+                Box::new(Enc { nulls, key, values: array.as_string::<i64>(), write: |v: &arrow_array::LargeStringArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                    b::put_element(out, b::STRING, k);
+                    b::put_str(out, v.value(i).as_bytes());
+                    Ok(())
+                }})
+            }
+        }
+        DataType::Binary => Box::new(Enc { nulls, key, values: array.as_binary::<i32>(), write: |v: &arrow_array::BinaryArray, i, out: &mut Vec<u8>, k: &[u8]| {
+            let bytes = v.value(i);
+            b::put_element(out, b::BINARY, k);
+            out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
+            out.push(0); // generic binary subtype
+            out.extend_from_slice(bytes);
+            Ok(())
+        }}),
+        DataType::Decimal128(_, scale) => {
+            let scale = *scale;
+            Box::new(DecimalEnc { nulls, key, values: array.as_primitive::<Decimal128Type>(), scale, policy: o.decimal, overflow: o.decimal_overflow })
+        }
+        DataType::Date32 => Box::new(TimeEnc { nulls, key, values: TimeValues::Date(array.as_primitive::<Date32Type>()), policy: o.timestamp, utc: true }),
+        DataType::Timestamp(unit, tz) => {
+            let values = match unit {
+                TimeUnit::Second => TimeValues::Seconds(array.as_primitive::<TimestampSecondType>()),
+                TimeUnit::Millisecond => TimeValues::Millis(array.as_primitive::<TimestampMillisecondType>()),
+                TimeUnit::Microsecond => TimeValues::Micros(array.as_primitive::<TimestampMicrosecondType>()),
+                TimeUnit::Nanosecond => TimeValues::Nanos(array.as_primitive::<TimestampNanosecondType>()),
+            };
+            Box::new(TimeEnc { nulls, key, values, policy: o.timestamp, utc: tz.is_some() })
+        }
+        DataType::Time64(TimeUnit::Microsecond) => {
+            let values = array.as_primitive::<Time64MicrosecondType>();
+            if o.timestamp == TimestampPolicy::Micros {
+                Box::new(Enc { nulls, key, values, write: |v: &PrimitiveArray<Time64MicrosecondType>, i, out: &mut Vec<u8>, k: &[u8]| {
+                    b::put_element(out, b::INT64, k);
+                    out.extend_from_slice(&v.value(i).to_le_bytes());
+                    Ok(())
+                }})
+            } else {
+                Box::new(Enc { nulls, key, values, write: |v: &PrimitiveArray<Time64MicrosecondType>, i, out: &mut Vec<u8>, k: &[u8]| {
+                    b::put_element(out, b::STRING, k);
+                    b::put_str(out, b::time_string(v.value(i)).as_bytes());
+                    Ok(())
+                }})
+            }
+        }
+        _ => {
+            check_encodable(field)?;
+            unreachable!("check_encodable accepts only the types matched above")
+        }
+    };
+    Ok(enc)
+}
+
+type WriteFn<A> = fn(&A, usize, &mut Vec<u8>, &[u8]) -> std::result::Result<(), String>;
+
+/// The common encoder: an array, its nulls, its key, and a plain function
+/// (monomorphised, no closure state) that writes one element.
+struct Enc<'a, A> {
+    nulls: Option<NullBuffer>,
+    key: Vec<u8>,
+    values: &'a A,
+    write: WriteFn<A>,
+}
+
+impl<A: Sync> FieldEncoder for Enc<'_, A> {
+    #[inline]
+    fn is_null(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
+    }
+    #[inline]
+    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        (self.write)(self.values, row, out, &self.key)
+    }
+}
+
+struct DecimalEnc<'a> {
+    nulls: Option<NullBuffer>,
+    key: Vec<u8>,
+    values: &'a PrimitiveArray<Decimal128Type>,
+    scale: i8,
+    policy: DecimalPolicy,
+    overflow: OverflowPolicy,
+}
+
+impl FieldEncoder for DecimalEnc<'_> {
+    fn is_null(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
+    }
+    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        let v = self.values.value(row);
+        match self.policy {
+            DecimalPolicy::Decimal128 => match b::decimal128(v, self.scale) {
+                Some(bytes) => {
+                    b::put_element(out, b::DECIMAL128, &self.key);
+                    out.extend_from_slice(&bytes);
+                }
+                None if self.overflow == OverflowPolicy::String => {
+                    b::put_element(out, b::STRING, &self.key);
+                    b::put_str(out, b::decimal_string(v, self.scale).as_bytes());
+                }
+                None => {
+                    return Err(format!(
+                        "{} has more than 34 significant digits, which BSON Decimal128 cannot hold \
+                         exactly; set mapping.decimal_overflow = \"string\" or mapping.decimal = \"string\"",
+                        b::decimal_string(v, self.scale)
+                    ))
+                }
+            },
+            DecimalPolicy::Double => {
+                let f: f64 = b::decimal_string(v, self.scale).parse().map_err(|e| format!("{e}"))?;
+                b::put_element(out, b::DOUBLE, &self.key);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            DecimalPolicy::String => {
+                b::put_element(out, b::STRING, &self.key);
+                b::put_str(out, b::decimal_string(v, self.scale).as_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+enum TimeValues<'a> {
+    Date(&'a PrimitiveArray<Date32Type>),
+    Seconds(&'a PrimitiveArray<TimestampSecondType>),
+    Millis(&'a PrimitiveArray<TimestampMillisecondType>),
+    Micros(&'a PrimitiveArray<TimestampMicrosecondType>),
+    Nanos(&'a PrimitiveArray<TimestampNanosecondType>),
+}
+
+struct TimeEnc<'a> {
+    nulls: Option<NullBuffer>,
+    key: Vec<u8>,
+    values: TimeValues<'a>,
+    policy: TimestampPolicy,
+    utc: bool,
+}
+
+/// A time point in microseconds, or ±infinity.
+enum Instant {
+    Micros(i64),
+    Day(i64),
+    Infinity(bool),
+}
+
+impl TimeEnc<'_> {
+    fn instant(&self, row: usize) -> Instant {
+        match &self.values {
+            TimeValues::Date(a) => match a.value(row) {
+                i32::MAX => Instant::Infinity(true),
+                i32::MIN => Instant::Infinity(false),
+                d => Instant::Day(d as i64),
+            },
+            TimeValues::Micros(a) => match a.value(row) {
+                i64::MAX => Instant::Infinity(true),
+                i64::MIN => Instant::Infinity(false),
+                v => Instant::Micros(v),
+            },
+            TimeValues::Seconds(a) => Instant::Micros(a.value(row).saturating_mul(1_000_000)),
+            TimeValues::Millis(a) => Instant::Micros(a.value(row).saturating_mul(1_000)),
+            TimeValues::Nanos(a) => Instant::Micros(a.value(row).div_euclid(1_000)),
+        }
+    }
+}
+
+impl FieldEncoder for TimeEnc<'_> {
+    fn is_null(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
+    }
+    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        let instant = self.instant(row);
+        match self.policy {
+            TimestampPolicy::Datetime => {
+                let ms = match instant {
+                    // Truncate toward minus infinity: -1 µs is -1 ms.
+                    Instant::Micros(us) => us.div_euclid(1_000),
+                    Instant::Day(d) => d * 86_400_000,
+                    Instant::Infinity(pos) => if pos { i64::MAX } else { i64::MIN },
+                };
+                b::put_element(out, b::DATETIME, &self.key);
+                out.extend_from_slice(&ms.to_le_bytes());
+            }
+            TimestampPolicy::Micros => {
+                let us = match instant {
+                    Instant::Micros(us) => us,
+                    Instant::Day(d) => d.saturating_mul(86_400_000_000),
+                    Instant::Infinity(pos) => if pos { i64::MAX } else { i64::MIN },
+                };
+                b::put_element(out, b::INT64, &self.key);
+                out.extend_from_slice(&us.to_le_bytes());
+            }
+            TimestampPolicy::String => {
+                let text = match instant {
+                    Instant::Micros(us) => b::timestamp_string(us, self.utc),
+                    Instant::Day(d) => b::date_string(d),
+                    Instant::Infinity(pos) => if pos { "infinity".into() } else { "-infinity".into() },
+                };
+                b::put_element(out, b::STRING, &self.key);
+                b::put_str(out, text.as_bytes());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,100 @@
+//! One error type for the library, with variants that carry the context an
+//! operator needs to fix the problem (config key, column, row key, host).
+//!
+//! Messages never contain secrets: every string that may hold a connection
+//! URI goes through [`crate::redact`] before it is stored here.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Boxed source error from a driver.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, grouped by what the operator has to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The job file cannot be read or parsed, or a key holds a bad value.
+    #[error("job file {path}: {message}")]
+    Job { path: PathBuf, message: String },
+
+    /// The job is well-formed but asks for something impossible
+    /// (a mapping that names a missing column, two fields on one path...).
+    #[error("{key}: {message}")]
+    Config { key: String, message: String },
+
+    /// A server could not be reached or refused the login.
+    #[error("cannot connect to {system} at {target}: {message}")]
+    Connect {
+        system: &'static str,
+        target: String,
+        message: String,
+    },
+
+    /// The source database rejected or aborted the query.
+    #[error("{system} query failed: {message}")]
+    Query {
+        system: &'static str,
+        message: String,
+        /// SQLSTATE, when the server sent one.
+        code: Option<String>,
+    },
+
+    /// A result column has a type shiftload cannot map.
+    #[error("column `{column}` has type {type_name}, which shiftload cannot map{hint}")]
+    UnsupportedType {
+        column: String,
+        type_name: String,
+        hint: String,
+    },
+
+    /// One value cannot be converted under the configured policy.
+    #[error("column `{column}`, {row}: {message}")]
+    Value {
+        column: String,
+        row: String,
+        message: String,
+    },
+
+    /// The target rejected a write.
+    #[error("MongoDB write to {namespace} failed: {message}")]
+    Write { namespace: String, message: String },
+
+    /// Local I/O (job file, state files).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A worker task panicked or was cancelled.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether the error is the user's input to fix (job file, mapping, types)
+    /// rather than a fault of a server or the network.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::Job { .. } | Error::Config { .. } | Error::UnsupportedType { .. }
+        )
+    }
+
+    pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! shiftload moves large Redshift (PostgreSQL wire protocol) query results
+//! into MongoDB as Arrow record batches encoded straight into BSON.
+//!
+//! The library holds the whole engine; the `shiftload` binary is a thin CLI
+//! over [`pipeline::run`]. See `docs/ARCHITECTURE.md`.
+
+pub mod config;
+pub mod encode;
+pub mod error;
+pub mod memory;
+pub mod pipeline;
+pub mod redact;
+pub mod sink;
+pub mod source;
+
+pub use config::JobConfig;
+pub use error::{Error, Result};

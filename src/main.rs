@@ -1,0 +1,202 @@
+//! The `shiftload` command: parse flags, call the library, map the outcome
+//! to an exit code. Everything else lives in the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use shiftload::pipeline::{self, Progress, RunSummary};
+use shiftload::{redact, JobConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Exit codes, documented in the README.
+mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const CONFIG: u8 = 2;
+}
+
+#[derive(Parser)]
+#[command(name = "shiftload", version, about = "Move large Redshift query results into MongoDB, fast, in bounded memory.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a transfer job.
+    Run {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Print nothing on success (for cron); errors still go to stderr.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Never draw a progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check a job file without touching any data.
+    Validate {
+        /// The job file (TOML).
+        job: PathBuf,
+    },
+    /// Print the JSON Schema of job files.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let code = match cli.command {
+        Command::Schema => {
+            print!("{}", shiftload::config::json_schema());
+            exit::OK
+        }
+        Command::Validate { job } => match JobConfig::load(&job) {
+            Ok(_) => {
+                println!("{}: ok", job.display());
+                exit::OK
+            }
+            Err(e) => report(&e),
+        },
+        Command::Run { job, quiet, no_progress } => run(&job, quiet, no_progress),
+    };
+    ExitCode::from(code)
+}
+
+fn run(path: &PathBuf, quiet: bool, no_progress: bool) -> u8 {
+    let job = match JobConfig::load(path) {
+        Ok(job) => job,
+        Err(e) => return report(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    let bar = (!quiet && !no_progress && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
+    let started = std::time::Instant::now();
+    let on_progress = |p: &Progress| {
+        if let Some(bar) = &bar {
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!(
+                "{} rows read, {:.0} rows/s, {} BSON",
+                group(p.rows_read),
+                p.rows_read as f64 / secs,
+                bytes(p.bson_bytes)
+            ));
+        }
+    };
+    let outcome = runtime.block_on(pipeline::run(&job, &on_progress));
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    match outcome {
+        Ok(summary) => {
+            if !quiet {
+                print!("{}", render_summary(&summary));
+            }
+            exit::OK
+        }
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &shiftload::Error) -> u8 {
+    eprintln!("error: {}", redact::scrub(&e.to_string()));
+    if e.is_config() {
+        exit::CONFIG
+    } else {
+        exit::FAILED
+    }
+}
+
+fn render_summary(s: &RunSummary) -> String {
+    let secs = s.elapsed.as_secs_f64();
+    let mut out = String::new();
+    out.push_str("shiftload: transfer complete\n");
+    out.push_str(&format!("  target        {}\n", s.namespace));
+    out.push_str(&format!("  rows read     {}\n", group(s.rows_read)));
+    out.push_str(&format!(
+        "  documents     {} inserted, {} already present\n",
+        group(s.writes.inserted),
+        group(s.writes.already_present)
+    ));
+    out.push_str(&format!(
+        "  volume        {} BSON in {} batches, {} requests\n",
+        bytes(s.writes.bytes),
+        s.batches,
+        s.writes.requests
+    ));
+    out.push_str(&format!("  elapsed       {secs:.2} s\n"));
+    out.push_str(&format!(
+        "  throughput    {} rows/s, {}/s\n",
+        group(s.rows_per_second() as u64),
+        bytes((s.writes.bytes as f64 / secs.max(1e-9)) as u64)
+    ));
+    out.push_str(&format!(
+        "  peak RSS      {}\n",
+        s.peak_rss_bytes.map(bytes).unwrap_or_else(|| "unknown".into())
+    ));
+    out
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTLOAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,88 @@
+//! One run, wired: source → decode → encode → sink.
+//!
+//! ```text
+//! producer task ──(1 block)──► decode + encode (blocking pool, rayon) ──► sink: ≤ writers requests in flight
+//! ```
+//!
+//! Every hand-off is bounded: the producer fetches at most one block ahead,
+//! one block is decoded and encoded at a time, and the sink accepts a batch
+//! only when a writer is free. So memory holds a handful of batches whatever
+//! the size of the result.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::JobConfig;
+use crate::encode::Encoder;
+use crate::error::{Error, Result};
+use crate::sink::{MongoSink, WriteStats};
+use crate::source::PgSource;
+
+/// Progress so far, reported after each batch is handed to the sink.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub rows_read: u64,
+    pub bson_bytes: u64,
+    pub batches: u64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub namespace: String,
+    pub rows_read: u64,
+    pub batches: u64,
+    pub writes: WriteStats,
+    pub elapsed: Duration,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+impl RunSummary {
+    pub fn rows_per_second(&self) -> f64 {
+        self.rows_read as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Transfer the job's query result into its collection.
+pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> Result<RunSummary> {
+    let started = Instant::now();
+    // The target first: a bad MongoDB URI should not cost a Redshift query.
+    let mut sink = MongoSink::connect(&job.target).await?;
+    let mut source = PgSource::open(&job.source, &job.source.query).await?;
+    let encoder = Arc::new(Encoder::new(&source.schema(), &job.mapping)?);
+    let decoder = source.block_decoder();
+    tracing::info!(
+        columns = source.schema().fields().len(),
+        max_write_batch_size = sink.limits().max_write_batch_size,
+        "transfer started"
+    );
+
+    let mut progress = Progress::default();
+    while let Some(block) = source.next_block().await {
+        let block = block?;
+        let first_row = progress.rows_read;
+        let rows = block.len() as u64;
+        let (decoder, encoder) = (decoder.clone(), encoder.clone());
+        let encoded = tokio::task::spawn_blocking(move || {
+            let batch = decoder.decode(&block)?;
+            drop(block);
+            encoder.encode(&batch, first_row)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("encoder task: {e}")))??;
+        progress.rows_read += rows;
+        progress.bson_bytes += encoded.bytes as u64;
+        progress.batches += 1;
+        sink.write(encoded).await?;
+        on_progress(&progress);
+    }
+    let writes = sink.finish().await?;
+    Ok(RunSummary {
+        namespace: format!("{}.{}", job.target.database, job.target.collection),
+        rows_read: progress.rows_read,
+        batches: progress.batches,
+        writes,
+        elapsed: started.elapsed(),
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
+    })
+}

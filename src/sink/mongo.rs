@@ -1,0 +1,248 @@
+//! MongoDB (and compatible servers: FerretDB, DocumentDB, Atlas) through the
+//! official driver.
+//!
+//! Encoded documents are cut into unordered `insert` requests that respect
+//! the server's limits (`maxWriteBatchSize`, `maxMessageSizeBytes`,
+//! `maxBsonObjectSize`, read from `hello` before any data moves) and the
+//! job's `write_batch_docs`; up to `writers` requests are in flight at once,
+//! and [`MongoSink::write`] waits when they are all busy, which is the
+//! pipeline's backpressure from the target.
+//!
+//! A duplicate-key error (E11000) means the document is already there, from
+//! an earlier attempt: it is counted as such, not as a failure.
+
+use std::time::Duration;
+
+use bson::{doc, RawDocumentBuf};
+use mongodb::error::ErrorKind;
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Collection};
+use tokio::task::JoinSet;
+
+use crate::config::TargetConfig;
+use crate::encode::EncodedBatch;
+use crate::error::{Error, Result};
+use crate::redact;
+
+const SYSTEM: &str = "MongoDB";
+const DUPLICATE_KEY: i32 = 11000;
+/// Room left in a message for the command around the documents.
+const MESSAGE_OVERHEAD: usize = 16 * 1024;
+
+/// Limits the server announces in `hello`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub max_write_batch_size: usize,
+    pub max_message_size_bytes: usize,
+    pub max_bson_object_size: usize,
+}
+
+/// What the sink wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WriteStats {
+    /// Documents inserted by this run.
+    pub inserted: u64,
+    /// Documents that were already present (duplicate `_id`).
+    pub already_present: u64,
+    /// BSON bytes sent.
+    pub bytes: u64,
+    /// Insert requests sent.
+    pub requests: u64,
+}
+
+impl WriteStats {
+    fn add(&mut self, o: WriteStats) {
+        self.inserted += o.inserted;
+        self.already_present += o.already_present;
+        self.bytes += o.bytes;
+        self.requests += o.requests;
+    }
+}
+
+/// Writes encoded batches into one collection.
+pub struct MongoSink {
+    collection: Collection<RawDocumentBuf>,
+    namespace: String,
+    limits: ServerLimits,
+    docs_per_request: usize,
+    writers: usize,
+    in_flight: JoinSet<Result<WriteStats>>,
+    stats: WriteStats,
+}
+
+impl MongoSink {
+    /// Connect and ask the server for its limits. Fails before any data
+    /// moves when the server cannot be reached or refuses the login.
+    pub async fn connect(cfg: &TargetConfig) -> Result<Self> {
+        let client = connect(&cfg.uri).await?;
+        let db = client.database(&cfg.database);
+        let limits = server_limits(&db, &cfg.uri).await?;
+        let collection = db.collection::<RawDocumentBuf>(&cfg.collection);
+        Ok(MongoSink {
+            namespace: format!("{}.{}", cfg.database, cfg.collection),
+            collection,
+            limits,
+            docs_per_request: cfg.write_batch_docs.min(limits.max_write_batch_size).max(1),
+            writers: cfg.writers,
+            in_flight: JoinSet::new(),
+            stats: WriteStats::default(),
+        })
+    }
+
+    pub fn limits(&self) -> ServerLimits {
+        self.limits
+    }
+
+    /// Queue `batch` for writing; returns once it is handed to writers,
+    /// waiting while `writers` requests are already in flight.
+    pub async fn write(&mut self, batch: EncodedBatch) -> Result<()> {
+        let max_bytes = self.limits.max_message_size_bytes.saturating_sub(MESSAGE_OVERHEAD);
+        let mut request: Vec<RawDocumentBuf> = Vec::with_capacity(self.docs_per_request.min(batch.docs));
+        let mut request_bytes = 0usize;
+        for chunk in &batch.chunks {
+            for doc in chunk.iter() {
+                if doc.len() > self.limits.max_bson_object_size {
+                    return Err(Error::Write {
+                        namespace: self.namespace.clone(),
+                        message: format!(
+                            "a document of {} bytes exceeds the server's maxBsonObjectSize ({} bytes); {}",
+                            doc.len(),
+                            self.limits.max_bson_object_size,
+                            describe_id(doc)
+                        ),
+                    });
+                }
+                if !request.is_empty()
+                    && (request.len() >= self.docs_per_request || request_bytes + doc.len() > max_bytes)
+                {
+                    let full = std::mem::replace(&mut request, Vec::with_capacity(self.docs_per_request));
+                    self.send(full, request_bytes).await?;
+                    request_bytes = 0;
+                }
+                request_bytes += doc.len();
+                request.push(RawDocumentBuf::from_bytes(doc.to_vec()).map_err(|e| Error::Internal(e.to_string()))?);
+            }
+        }
+        if !request.is_empty() {
+            self.send(request, request_bytes).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, docs: Vec<RawDocumentBuf>, bytes: usize) -> Result<()> {
+        while self.in_flight.len() >= self.writers {
+            self.join_one().await?;
+        }
+        let collection = self.collection.clone();
+        let namespace = self.namespace.clone();
+        self.in_flight.spawn(insert(collection, namespace, docs, bytes));
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<()> {
+        if let Some(done) = self.in_flight.join_next().await {
+            let stats = done.map_err(|e| Error::Internal(format!("writer task: {e}")))??;
+            self.stats.add(stats);
+        }
+        Ok(())
+    }
+
+    /// Wait for every request in flight; the totals of the run.
+    pub async fn finish(mut self) -> Result<WriteStats> {
+        while !self.in_flight.is_empty() {
+            self.join_one().await?;
+        }
+        Ok(self.stats)
+    }
+}
+
+async fn insert(
+    collection: Collection<RawDocumentBuf>,
+    namespace: String,
+    docs: Vec<RawDocumentBuf>,
+    bytes: usize,
+) -> Result<WriteStats> {
+    let n = docs.len() as u64;
+    let base = WriteStats { inserted: n, already_present: 0, bytes: bytes as u64, requests: 1 };
+    match collection.insert_many(&docs).ordered(false).await {
+        Ok(_) => Ok(base),
+        Err(e) => {
+            if let ErrorKind::InsertMany(failure) = e.kind.as_ref() {
+                let errors = failure.write_errors.as_deref().unwrap_or_default();
+                let dups = errors.iter().filter(|w| w.code == DUPLICATE_KEY).count() as u64;
+                let other = errors.iter().find(|w| w.code != DUPLICATE_KEY);
+                if other.is_none() && failure.write_concern_error.is_none() && dups > 0 {
+                    return Ok(WriteStats { inserted: n - dups, already_present: dups, ..base });
+                }
+                if let Some(w) = other {
+                    let id = docs.get(w.index).map(|d| describe_id(d.as_bytes())).unwrap_or_default();
+                    return Err(Error::Write {
+                        namespace,
+                        message: format!(
+                            "{} of {} documents rejected; first: code {}: {} ({id})",
+                            errors.len(),
+                            n,
+                            w.code,
+                            redact::scrub(&w.message)
+                        ),
+                    });
+                }
+            }
+            Err(Error::Write { namespace, message: redact::scrub(&crate::source::postgres::error_chain(&e)) })
+        }
+    }
+}
+
+/// `_id: 42` of a raw document, for messages.
+fn describe_id(doc: &[u8]) -> String {
+    match bson::RawDocument::from_bytes(doc).ok().and_then(|d| d.get("_id").ok().flatten()) {
+        Some(id) => match bson::Bson::try_from(id) {
+            Ok(b) => format!("_id: {b}"),
+            Err(_) => "_id unreadable".into(),
+        },
+        None => "no _id".into(),
+    }
+}
+
+/// Connect to MongoDB; the password never appears in errors.
+pub async fn connect(uri: &str) -> Result<Client> {
+    redact::register_uri(uri);
+    let target = redact::uri(uri);
+    let mut options = ClientOptions::parse(uri).await.map_err(|e| Error::Connect {
+        system: SYSTEM,
+        target: target.clone(),
+        message: redact::scrub(&e.to_string()),
+    })?;
+    if options.server_selection_timeout.is_none() {
+        options.server_selection_timeout = Some(Duration::from_secs(10));
+    }
+    if options.app_name.is_none() {
+        options.app_name = Some("shiftload".into());
+    }
+    Client::with_options(options).map_err(|e| Error::Connect {
+        system: SYSTEM,
+        target,
+        message: redact::scrub(&e.to_string()),
+    })
+}
+
+async fn server_limits(db: &mongodb::Database, uri: &str) -> Result<ServerLimits> {
+    let reply = db.run_command(doc! { "hello": 1 }).await.map_err(|e| Error::Connect {
+        system: SYSTEM,
+        target: redact::uri(uri),
+        message: redact::scrub(&e.to_string()),
+    })?;
+    let get = |key: &str, default: usize| -> usize {
+        match reply.get(key) {
+            Some(bson::Bson::Int32(v)) => *v as usize,
+            Some(bson::Bson::Int64(v)) => *v as usize,
+            Some(bson::Bson::Double(v)) => *v as usize,
+            _ => default,
+        }
+    };
+    Ok(ServerLimits {
+        max_write_batch_size: get("maxWriteBatchSize", 100_000),
+        max_message_size_bytes: get("maxMessageSizeBytes", 48_000_000),
+        max_bson_object_size: get("maxBsonObjectSize", 16 * 1024 * 1024),
+    })
+}

@@ -1,0 +1,491 @@
+//! PostgreSQL/Redshift types → Arrow types, and the binary wire format of
+//! each value → Arrow arrays.
+//!
+//! Values arrive in PostgreSQL's binary format (the extended protocol asks
+//! for it). The decoders here read those bytes straight into Arrow builders,
+//! one column at a time. `docs/TYPES.md` is the table a user reads; this is
+//! the code behind it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::ArrayRef;
+use arrow_schema::{DataType, Field, TimeUnit};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::Row;
+
+use crate::error::{Error, Result};
+
+/// Field metadata key telling the encoder how a text column was typed at the
+/// source (`char` for blank-padded CHAR(n), `json` for JSON/JSONB/SUPER).
+pub const KIND_KEY: &str = "shiftload.kind";
+
+/// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// Days between 1970-01-01 and 2000-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Redshift's SUPER type OID; it reaches clients as JSON text.
+const REDSHIFT_SUPER_OID: u32 = 4000;
+
+/// How one result column is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgKind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    /// NUMERIC(precision, scale).
+    Numeric { precision: u8, scale: i8 },
+    /// TEXT/VARCHAR/NAME; `padded` for CHAR(n).
+    Text { padded: bool },
+    /// JSON, JSONB (binary form has a version byte) and SUPER.
+    Json { jsonb: bool },
+    Bytea,
+    Date,
+    Timestamp,
+    Timestamptz,
+    Time,
+    Timetz,
+}
+
+impl PgKind {
+    /// Choose the decoding for a column of type `ty` with type modifier `typmod`.
+    pub fn for_column(name: &str, ty: &Type, typmod: i32) -> Result<Self> {
+        let kind = match *ty {
+            Type::BOOL => PgKind::Bool,
+            Type::INT2 => PgKind::Int2,
+            Type::INT4 => PgKind::Int4,
+            Type::INT8 => PgKind::Int8,
+            Type::FLOAT4 => PgKind::Float4,
+            Type::FLOAT8 => PgKind::Float8,
+            Type::NUMERIC => numeric_kind(name, typmod)?,
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::UNKNOWN => PgKind::Text { padded: false },
+            Type::BPCHAR => PgKind::Text { padded: true },
+            Type::JSON => PgKind::Json { jsonb: false },
+            Type::JSONB => PgKind::Json { jsonb: true },
+            Type::BYTEA => PgKind::Bytea,
+            Type::DATE => PgKind::Date,
+            Type::TIMESTAMP => PgKind::Timestamp,
+            Type::TIMESTAMPTZ => PgKind::Timestamptz,
+            Type::TIME => PgKind::Time,
+            Type::TIMETZ => PgKind::Timetz,
+            _ if ty.oid() == REDSHIFT_SUPER_OID || ty.name() == "super" => {
+                PgKind::Json { jsonb: false }
+            }
+            // VARBYTE reaches PostgreSQL-protocol clients under these names.
+            _ if matches!(ty.name(), "varbyte" | "varbinary" | "binary varying") => PgKind::Bytea,
+            _ => {
+                return Err(Error::UnsupportedType {
+                    column: name.to_string(),
+                    type_name: ty.name().to_string(),
+                    hint: "; cast it in the query (for example `col::text`) or leave it out".into(),
+                })
+            }
+        };
+        Ok(kind)
+    }
+
+    /// The Arrow field this column decodes into.
+    pub fn field(&self, name: &str) -> Field {
+        let (data_type, kind) = match *self {
+            PgKind::Bool => (DataType::Boolean, None),
+            PgKind::Int2 => (DataType::Int16, None),
+            PgKind::Int4 => (DataType::Int32, None),
+            PgKind::Int8 => (DataType::Int64, None),
+            PgKind::Float4 => (DataType::Float32, None),
+            PgKind::Float8 => (DataType::Float64, None),
+            PgKind::Numeric { precision, scale } => (DataType::Decimal128(precision, scale), None),
+            PgKind::Text { padded } => (DataType::Utf8, padded.then_some("char")),
+            PgKind::Json { .. } => (DataType::Utf8, Some("json")),
+            PgKind::Bytea => (DataType::Binary, None),
+            PgKind::Date => (DataType::Date32, None),
+            PgKind::Timestamp => (DataType::Timestamp(TimeUnit::Microsecond, None), None),
+            PgKind::Timestamptz => (
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                None,
+            ),
+            PgKind::Time | PgKind::Timetz => (DataType::Time64(TimeUnit::Microsecond), None),
+        };
+        let field = Field::new(name, data_type, true);
+        match kind {
+            Some(k) => field.with_metadata(HashMap::from([(KIND_KEY.to_string(), k.to_string())])),
+            None => field,
+        }
+    }
+}
+
+fn numeric_kind(name: &str, typmod: i32) -> Result<PgKind> {
+    if typmod < 4 {
+        return Err(Error::UnsupportedType {
+            column: name.to_string(),
+            type_name: "numeric without precision and scale".into(),
+            hint: "; cast it in the query to the precision you need, e.g. `col::numeric(38,10)`".into(),
+        });
+    }
+    let t = typmod - 4;
+    let precision = (t >> 16) & 0xffff;
+    // PostgreSQL 15 allows a negative scale, stored as 11-bit two's complement.
+    let scale_bits = t & 0x7ff;
+    let scale = if scale_bits & 0x400 != 0 { scale_bits - 0x800 } else { scale_bits };
+    if !(1..=38).contains(&precision) || !(-38..=38).contains(&scale) {
+        return Err(Error::UnsupportedType {
+            column: name.to_string(),
+            type_name: format!("numeric({precision},{scale})"),
+            hint: "; at most 38 digits fit a Decimal128, cast it to a smaller numeric or to text".into(),
+        });
+    }
+    Ok(PgKind::Numeric {
+        precision: precision as u8,
+        scale: scale as i8,
+    })
+}
+
+/// A value's raw bytes, whatever its type: lets the decoders read the wire
+/// format without a per-type `FromSql` round trip.
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// Decodes one result column of a fetched block of rows into an Arrow array.
+#[derive(Debug, Clone)]
+pub struct ColumnDecoder {
+    pub name: String,
+    pub index: usize,
+    pub kind: PgKind,
+}
+
+/// Why a single value could not be decoded.
+#[derive(Debug)]
+enum ValueError {
+    Malformed(&'static str),
+    Message(String),
+}
+
+impl ColumnDecoder {
+    /// Decode this column of `rows`. `first_row` is the 0-based position of
+    /// `rows[0]` in the whole result, for error messages.
+    pub fn decode(&self, rows: &[Row], first_row: u64) -> Result<ArrayRef> {
+        let n = rows.len();
+        let values = rows.iter().map(|r| {
+            r.try_get::<_, Option<Raw>>(self.index)
+                .map(|o| o.map(|r| r.0))
+                .map_err(|e| ValueError::Message(e.to_string()))
+        });
+        let result: std::result::Result<ArrayRef, (usize, ValueError)> = match self.kind {
+            PgKind::Bool => build(values, BooleanBuilder::with_capacity(n), |b, v| {
+                b.append_value(fixed::<1>(v)?[0] != 0);
+                Ok(())
+            }),
+            PgKind::Int2 => build(values, Int16Builder::with_capacity(n), |b, v| {
+                b.append_value(i16::from_be_bytes(fixed(v)?));
+                Ok(())
+            }),
+            PgKind::Int4 => build(values, Int32Builder::with_capacity(n), |b, v| {
+                b.append_value(i32::from_be_bytes(fixed(v)?));
+                Ok(())
+            }),
+            PgKind::Int8 => build(values, Int64Builder::with_capacity(n), |b, v| {
+                b.append_value(i64::from_be_bytes(fixed(v)?));
+                Ok(())
+            }),
+            PgKind::Float4 => build(values, Float32Builder::with_capacity(n), |b, v| {
+                b.append_value(f32::from_be_bytes(fixed(v)?));
+                Ok(())
+            }),
+            PgKind::Float8 => build(values, Float64Builder::with_capacity(n), |b, v| {
+                b.append_value(f64::from_be_bytes(fixed(v)?));
+                Ok(())
+            }),
+            PgKind::Numeric { precision, scale } => {
+                let builder = Decimal128Builder::with_capacity(n)
+                    .with_precision_and_scale(precision, scale)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                build(values, builder, |b, v| {
+                    let x = numeric_to_i128(v, scale).map_err(|e| ValueError::Message(e.to_string()))?;
+                    if x.unsigned_abs() >= 10u128.pow(precision as u32) {
+                        return Err(ValueError::Message(format!(
+                            "value does not fit numeric({precision},{scale})"
+                        )));
+                    }
+                    b.append_value(x);
+                    Ok(())
+                })
+            }
+            PgKind::Text { .. } => {
+                build(values, StringBuilder::with_capacity(n, n * 16), |b, v| {
+                    b.append_value(utf8(v)?);
+                    Ok(())
+                })
+            }
+            PgKind::Json { jsonb } => {
+                build(values, StringBuilder::with_capacity(n, n * 32), |b, v| {
+                    let text = if jsonb {
+                        match v.split_first() {
+                            Some((1, rest)) => rest,
+                            _ => return Err(ValueError::Malformed("unknown jsonb version")),
+                        }
+                    } else {
+                        v
+                    };
+                    b.append_value(utf8(text)?);
+                    Ok(())
+                })
+            }
+            PgKind::Bytea => build(values, BinaryBuilder::with_capacity(n, n * 16), |b, v| {
+                b.append_value(v);
+                Ok(())
+            }),
+            PgKind::Date => build(values, Date32Builder::with_capacity(n), |b, v| {
+                let d = i32::from_be_bytes(fixed(v)?);
+                // ±infinity are i32::MAX/MIN and stay so.
+                b.append_value(match d {
+                    i32::MAX | i32::MIN => d,
+                    _ => d + PG_EPOCH_DAYS,
+                });
+                Ok(())
+            }),
+            PgKind::Timestamp | PgKind::Timestamptz => {
+                let builder = TimestampMicrosecondBuilder::with_capacity(n);
+                let builder = if self.kind == PgKind::Timestamptz {
+                    builder.with_timezone("UTC")
+                } else {
+                    builder
+                };
+                build(values, builder, |b, v| {
+                    b.append_value(pg_timestamp_to_unix(i64::from_be_bytes(fixed(v)?)));
+                    Ok(())
+                })
+            }
+            PgKind::Time => build(values, Time64MicrosecondBuilder::with_capacity(n), |b, v| {
+                b.append_value(i64::from_be_bytes(fixed(v)?));
+                Ok(())
+            }),
+            PgKind::Timetz => build(values, Time64MicrosecondBuilder::with_capacity(n), |b, v| {
+                let v: [u8; 12] = fixed(v)?;
+                let local = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                // The zone is in seconds *west* of UTC: UTC = local + zone.
+                let zone = i32::from_be_bytes(v[8..].try_into().expect("4 bytes")) as i64;
+                b.append_value((local + zone * 1_000_000).rem_euclid(MICROS_PER_DAY));
+                Ok(())
+            }),
+        };
+        result.map_err(|(i, e)| Error::Value {
+            column: self.name.clone(),
+            row: format!("row {} of the result", first_row + i as u64 + 1),
+            message: match e {
+                ValueError::Malformed(m) => format!("malformed value from the server ({m})"),
+                ValueError::Message(m) => m,
+            },
+        })
+    }
+}
+
+/// Unix microseconds from PostgreSQL microseconds; ±infinity (i64::MAX/MIN)
+/// are kept as they are.
+pub fn pg_timestamp_to_unix(v: i64) -> i64 {
+    match v {
+        i64::MAX | i64::MIN => v,
+        _ => v + PG_EPOCH_MICROS,
+    }
+}
+
+trait AppendNull {
+    fn null(&mut self);
+    fn finish_ref(&mut self) -> ArrayRef;
+}
+
+macro_rules! append_null {
+    ($($t:ty),*) => {$(
+        impl AppendNull for $t {
+            fn null(&mut self) { self.append_null() }
+            fn finish_ref(&mut self) -> ArrayRef { Arc::new(self.finish()) }
+        }
+    )*};
+}
+append_null!(
+    BooleanBuilder,
+    Int16Builder,
+    Int32Builder,
+    Int64Builder,
+    Float32Builder,
+    Float64Builder,
+    Decimal128Builder,
+    StringBuilder,
+    BinaryBuilder,
+    Date32Builder,
+    TimestampMicrosecondBuilder,
+    Time64MicrosecondBuilder
+);
+
+fn build<'a, B: AppendNull>(
+    values: impl Iterator<Item = std::result::Result<Option<&'a [u8]>, ValueError>>,
+    mut builder: B,
+    mut append: impl FnMut(&mut B, &'a [u8]) -> std::result::Result<(), ValueError>,
+) -> std::result::Result<ArrayRef, (usize, ValueError)> {
+    for (i, v) in values.enumerate() {
+        match v.map_err(|e| (i, e))? {
+            Some(bytes) => append(&mut builder, bytes).map_err(|e| (i, e))?,
+            None => builder.null(),
+        }
+    }
+    Ok(builder.finish_ref())
+}
+
+fn fixed<const N: usize>(v: &[u8]) -> std::result::Result<[u8; N], ValueError> {
+    v.try_into().map_err(|_| ValueError::Malformed("unexpected length"))
+}
+
+fn utf8(v: &[u8]) -> std::result::Result<&str, ValueError> {
+    std::str::from_utf8(v).map_err(|_| ValueError::Message("text is not valid UTF-8".into()))
+}
+
+/// Why a NUMERIC cannot become an Arrow Decimal128 at the column's scale.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NumericError {
+    #[error("NaN cannot be stored as a decimal")]
+    NaN,
+    #[error("{0}Infinity cannot be stored as a decimal")]
+    Infinity(&'static str),
+    #[error("value has more digits than 38")]
+    Overflow,
+    #[error("value has more fractional digits than the column's scale")]
+    Inexact,
+    #[error("malformed numeric from the server")]
+    Malformed,
+}
+
+/// Decode PostgreSQL's binary NUMERIC into an unscaled i128 at `scale`.
+///
+/// The wire form is `ndigits, weight, sign, dscale` (i16 each) and `ndigits`
+/// base-10000 digit groups, most significant first; the value is
+/// `Σ digit[i] · 10000^(weight − i)`. Leading and trailing zero groups are
+/// stripped, so the scale is derived from `weight` and `ndigits`, never from
+/// `dscale`. Zero has no groups.
+pub fn numeric_to_i128(v: &[u8], scale: i8) -> std::result::Result<i128, NumericError> {
+    if v.len() < 8 {
+        return Err(NumericError::Malformed);
+    }
+    let ndigits = i16::from_be_bytes([v[0], v[1]]) as i32;
+    let weight = i16::from_be_bytes([v[2], v[3]]) as i32;
+    let sign = u16::from_be_bytes([v[4], v[5]]);
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => return Err(NumericError::NaN),
+        0xD000 => return Err(NumericError::Infinity("+")),
+        0xF000 => return Err(NumericError::Infinity("-")),
+        _ => return Err(NumericError::Malformed),
+    }
+    if ndigits < 0 || v.len() != 8 + 2 * ndigits as usize {
+        return Err(NumericError::Malformed);
+    }
+    let mut acc: i128 = 0;
+    for g in v[8..].chunks_exact(2) {
+        let d = i16::from_be_bytes([g[0], g[1]]);
+        if !(0..10_000).contains(&d) {
+            return Err(NumericError::Malformed);
+        }
+        acc = acc
+            .checked_mul(10_000)
+            .and_then(|a| a.checked_add(d as i128))
+            .ok_or(NumericError::Overflow)?;
+    }
+    if acc == 0 {
+        return Ok(0);
+    }
+    // acc is in units of 10000^(weight - ndigits + 1); rescale to 10^-scale.
+    let exp10 = 4 * (weight - ndigits + 1) + scale as i32;
+    if exp10 >= 0 {
+        let mul = 10i128.checked_pow(exp10 as u32).ok_or(NumericError::Overflow)?;
+        acc = acc.checked_mul(mul).ok_or(NumericError::Overflow)?;
+    } else {
+        let Some(div) = 10i128.checked_pow((-exp10) as u32) else {
+            return Err(NumericError::Inexact);
+        };
+        if acc % div != 0 {
+            return Err(NumericError::Inexact);
+        }
+        acc /= div;
+    }
+    Ok(if sign == 0x4000 { -acc } else { acc })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(weight: i16, negative: bool, digits: &[i16]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend((digits.len() as i16).to_be_bytes());
+        v.extend(weight.to_be_bytes());
+        v.extend(if negative { 0x4000u16 } else { 0 }.to_be_bytes());
+        v.extend(0u16.to_be_bytes()); // dscale is ignored on purpose
+        for d in digits {
+            v.extend(d.to_be_bytes());
+        }
+        v
+    }
+
+    #[test]
+    fn numeric_groups_and_scale() {
+        // 12345.678 = [1, 2345, 6780] weight 1
+        assert_eq!(numeric_to_i128(&numeric(1, false, &[1, 2345, 6780]), 4), Ok(123_456_780));
+        // -0.0001 = [1] weight -1
+        assert_eq!(numeric_to_i128(&numeric(-1, true, &[1]), 4), Ok(-1));
+        // 10^8 = [1] weight 2 (trailing zero groups stripped)
+        assert_eq!(numeric_to_i128(&numeric(2, false, &[1]), 2), Ok(10_000_000_000));
+        // zero has no groups
+        assert_eq!(numeric_to_i128(&numeric(0, false, &[]), 10), Ok(0));
+        // more fractional digits than the scale
+        assert_eq!(numeric_to_i128(&numeric(-1, false, &[5]), 2), Err(NumericError::Inexact));
+        let mut nan = numeric(0, false, &[]);
+        nan[4..6].copy_from_slice(&0xC000u16.to_be_bytes());
+        assert_eq!(numeric_to_i128(&nan, 2), Err(NumericError::NaN));
+    }
+
+    #[test]
+    fn numeric_typmod() {
+        let typmod = ((38 << 16) | 10) + 4;
+        assert_eq!(
+            numeric_kind("x", typmod).unwrap(),
+            PgKind::Numeric { precision: 38, scale: 10 }
+        );
+        assert!(numeric_kind("x", -1).is_err());
+        // numeric(5,-2) in PostgreSQL 15
+        let typmod = ((5 << 16) | (0x800 - 2)) + 4;
+        assert_eq!(
+            numeric_kind("x", typmod).unwrap(),
+            PgKind::Numeric { precision: 5, scale: -2 }
+        );
+    }
+
+    #[test]
+    fn redshift_super_is_json_text() {
+        let ty = Type::new("super".into(), REDSHIFT_SUPER_OID, tokio_postgres::types::Kind::Simple, "pg_catalog".into());
+        assert_eq!(PgKind::for_column("s", &ty, -1).unwrap(), PgKind::Json { jsonb: false });
+    }
+
+    #[test]
+    fn unknown_type_names_column_and_type() {
+        let err = PgKind::for_column("span", &Type::INTERVAL, -1).unwrap_err().to_string();
+        assert!(err.contains("`span`") && err.contains("interval"), "{err}");
+    }
+}
