@@ -84,7 +84,7 @@ impl Error {
         )
     }
 
-    pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {
             key: key.into(),
             message: message.into(),

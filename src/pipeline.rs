@@ -51,6 +51,17 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
     let mut source = PgSource::open(&job.source, &job.source.query).await?;
     let encoder = Arc::new(Encoder::new(&source.schema(), &job.mapping)?);
     let decoder = source.block_decoder();
+    if !sink.limits().decimal128 {
+        if let Some(column) = encoder.decimal128_column(&source.schema()) {
+            return Err(Error::config(
+                "mapping.decimal",
+                format!(
+                    "column `{column}` would be written as BSON Decimal128, which the target server \
+                     (FerretDB) cannot store; set mapping.decimal = \"string\" (exact) or \"double\""
+                ),
+            ));
+        }
+    }
     tracing::info!(
         columns = source.schema().fields().len(),
         max_write_batch_size = sink.limits().max_write_batch_size,

@@ -239,6 +239,20 @@ impl Encoder {
         })
     }
 
+    /// The first column written as BSON Decimal128, if any (some
+    /// MongoDB-compatible servers cannot store that type).
+    pub fn decimal128_column<'s>(&self, schema: &'s Schema) -> Option<&'s str> {
+        if self.plan.options.decimal != DecimalPolicy::Decimal128 {
+            return None;
+        }
+        self.plan
+            .leaves
+            .iter()
+            .map(|l| schema.field(l.column))
+            .find(|f| matches!(f.data_type(), DataType::Decimal128(_, _)))
+            .map(|f| f.name().as_str())
+    }
+
     /// Encode `batch`. `first_row` is the position of its first row in the
     /// whole result, for error messages.
     pub fn encode(&self, batch: &RecordBatch, first_row: u64) -> Result<EncodedBatch> {

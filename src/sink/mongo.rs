@@ -35,6 +35,8 @@ pub struct ServerLimits {
     pub max_write_batch_size: usize,
     pub max_message_size_bytes: usize,
     pub max_bson_object_size: usize,
+    /// Whether the server stores BSON Decimal128 (FerretDB v1 does not).
+    pub decimal128: bool,
 }
 
 /// What the sink wrote.
@@ -240,9 +242,16 @@ async fn server_limits(db: &mongodb::Database, uri: &str) -> Result<ServerLimits
             _ => default,
         }
     };
+    // FerretDB announces itself in buildInfo; v1 has no Decimal128 and drops
+    // the connection when it receives one.
+    let ferretdb = match db.run_command(doc! { "buildInfo": 1 }).await {
+        Ok(info) => info.contains_key("ferretdbVersion"),
+        Err(_) => false,
+    };
     Ok(ServerLimits {
         max_write_batch_size: get("maxWriteBatchSize", 100_000),
         max_message_size_bytes: get("maxMessageSizeBytes", 48_000_000),
         max_bson_object_size: get("maxBsonObjectSize", 16 * 1024 * 1024),
+        decimal128: !ferretdb,
     })
 }
