@@ -68,7 +68,7 @@ pub struct TargetConfig {
 }
 
 /// How result columns become document fields.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MappingConfig {
     /// Key columns that make `_id`: one column gives its value, several give a
@@ -105,6 +105,23 @@ pub struct MappingConfig {
     /// Strip the trailing blanks that CHAR(n) pads values with.
     #[serde(default = "default_true")]
     pub trim_char: bool,
+}
+
+impl Default for MappingConfig {
+    fn default() -> Self {
+        MappingConfig {
+            id: Vec::new(),
+            include: None,
+            exclude: Vec::new(),
+            rename: BTreeMap::new(),
+            null: NullPolicy::default(),
+            decimal: DecimalPolicy::default(),
+            decimal_overflow: OverflowPolicy::default(),
+            timestamp: TimestampPolicy::default(),
+            json: JsonPolicy::default(),
+            trim_char: true,
+        }
+    }
 }
 
 /// What a SQL NULL becomes.

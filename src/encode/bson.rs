@@ -226,11 +226,11 @@ mod tests {
 
     #[test]
     fn decimal128_folds_trailing_zeros_and_refuses_35_digits() {
-        // 10^37 at scale 0: 38 digits, but exact as 1E+37.
+        // 10^37 at scale 0: 38 digits, but exact as 10^33 · 10^4.
         let v = 10i128.pow(37);
         assert_eq!(
             decimal128(v, 0).unwrap(),
-            bson::Decimal128::from_str("1E+37").unwrap().bytes()
+            bson::Decimal128::from_str("1000000000000000000000000000000000E+4").unwrap().bytes()
         );
         assert!(decimal128(10i128.pow(35) + 1, 0).is_none());
     }

@@ -397,33 +397,32 @@ pub fn numeric_to_i128(v: &[u8], scale: i8) -> std::result::Result<i128, Numeric
     if ndigits < 0 || v.len() != 8 + 2 * ndigits as usize {
         return Err(NumericError::Malformed);
     }
+    // Each group i is worth d · 10^(4·(weight − i)) · 10^scale in the
+    // unscaled integer; a group below the scale must contribute only zeros.
     let mut acc: i128 = 0;
-    for g in v[8..].chunks_exact(2) {
+    for (i, g) in v[8..].chunks_exact(2).enumerate() {
         let d = i16::from_be_bytes([g[0], g[1]]);
         if !(0..10_000).contains(&d) {
             return Err(NumericError::Malformed);
         }
-        acc = acc
-            .checked_mul(10_000)
-            .and_then(|a| a.checked_add(d as i128))
-            .ok_or(NumericError::Overflow)?;
-    }
-    if acc == 0 {
-        return Ok(0);
-    }
-    // acc is in units of 10000^(weight - ndigits + 1); rescale to 10^-scale.
-    let exp10 = 4 * (weight - ndigits + 1) + scale as i32;
-    if exp10 >= 0 {
-        let mul = 10i128.checked_pow(exp10 as u32).ok_or(NumericError::Overflow)?;
-        acc = acc.checked_mul(mul).ok_or(NumericError::Overflow)?;
-    } else {
-        let Some(div) = 10i128.checked_pow((-exp10) as u32) else {
+        let e = 4 * (weight - i as i32) + scale as i32;
+        let term = if e >= 0 {
+            10i128
+                .checked_pow(e as u32)
+                .and_then(|p| p.checked_mul(d as i128))
+                .ok_or(NumericError::Overflow)?
+        } else if e > -4 {
+            let p = 10i16.pow((-e) as u32);
+            if d % p != 0 {
+                return Err(NumericError::Inexact);
+            }
+            (d / p) as i128
+        } else if d != 0 {
             return Err(NumericError::Inexact);
+        } else {
+            0
         };
-        if acc % div != 0 {
-            return Err(NumericError::Inexact);
-        }
-        acc /= div;
+        acc = acc.checked_add(term).ok_or(NumericError::Overflow)?;
     }
     Ok(if sign == 0x4000 { -acc } else { acc })
 }
@@ -459,6 +458,14 @@ mod tests {
         let mut nan = numeric(0, false, &[]);
         nan[4..6].copy_from_slice(&0xC000u16.to_be_bytes());
         assert_eq!(numeric_to_i128(&nan, 2), Err(NumericError::NaN));
+        // 38 digits whose last group carries trailing zeros beyond the scale:
+        // -9999999999999999999999999999.9999999999 at scale 10.
+        let mut groups = vec![9999i16; 10];
+        groups[9] = 9900;
+        assert_eq!(
+            numeric_to_i128(&numeric(6, true, &groups), 10),
+            Ok(-99_999_999_999_999_999_999_999_999_999_999_999_999)
+        );
     }
 
     #[test]

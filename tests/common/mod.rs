@@ -1,0 +1,142 @@
+//! Helpers for the integration tests: they run the real `shiftload` binary
+//! against the real PostgreSQL and MongoDB-compatible servers that
+//! `scripts/services.sh start` brings up (`scripts/test.sh` does it).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bson::{doc, Bson, Document};
+use futures_util::TryStreamExt;
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+pub fn pg_url() -> String {
+    std::env::var("SHIFTLOAD_PG_URL").expect(
+        "SHIFTLOAD_PG_URL is not set: run the tests with scripts/test.sh, \
+         or `scripts/services.sh start && . \"${TMPDIR:-/tmp}/shiftload-services/env\"` first",
+    )
+}
+
+pub fn mongo_uri() -> String {
+    std::env::var("MONGODB_URI").expect("MONGODB_URI is not set: run the tests with scripts/test.sh")
+}
+
+/// A name unique to this test process and call, usable as a table,
+/// database or collection name.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub async fn pg() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg_url(), NoTls).await.expect("connect to PostgreSQL");
+    tokio::spawn(conn);
+    client
+}
+
+pub async fn pg_exec(sql: &str) {
+    pg().await.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+}
+
+/// Rows of `sql` as text (None for NULL), keyed by column name.
+pub async fn pg_text_rows(sql: &str) -> Vec<BTreeMap<String, Option<String>>> {
+    let msgs = pg().await.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    msgs.into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                r.columns()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name().to_string(), r.get(i).map(str::to_string)))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+pub async fn mongo() -> mongodb::Client {
+    mongodb::Client::with_uri_str(mongo_uri()).await.expect("MongoDB client")
+}
+
+/// Every document of a collection, sorted by `_id`.
+pub async fn mongo_docs(db: &str, coll: &str) -> Vec<Document> {
+    let c = mongo().await.database(db).collection::<Document>(coll);
+    c.find(doc! {}).sort(doc! {"_id": 1}).await.expect("find").try_collect().await.expect("cursor")
+}
+
+pub async fn mongo_count(db: &str, coll: &str) -> u64 {
+    mongo().await.database(db).collection::<Document>(coll).count_documents(doc! {}).await.expect("count")
+}
+
+/// Whether the target server stores Decimal128 (FerretDB v1 does not).
+pub async fn mongo_has_decimal128() -> bool {
+    let info = mongo().await.database("admin").run_command(doc! {"buildInfo": 1}).await.expect("buildInfo");
+    !info.contains_key("ferretdbVersion")
+}
+
+pub async fn drop_db(db: &str) {
+    let _ = mongo().await.database(db).drop().await;
+}
+
+/// A job file in a fresh temp dir. `{PG}` and `{MONGO}` in `toml` are
+/// replaced by the servers' URLs.
+pub fn job(toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("job.toml");
+    let text = toml.replace("{PG}", &pg_url()).replace("{MONGO}", &mongo_uri());
+    std::fs::write(&path, text).expect("write job");
+    (dir, path)
+}
+
+/// A minimal job reading `query` into `db.coll`, with extra `[mapping]` lines.
+pub fn simple_job(query: &str, db: &str, coll: &str, mapping: &str) -> (tempfile::TempDir, PathBuf) {
+    job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"\"\"{query}\"\"\"\nfetch_rows = 1000\n\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"{coll}\"\n\n[mapping]\n{mapping}\n"
+    ))
+}
+
+pub fn shiftload(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(args)
+        .env_remove("SHIFTLOAD_LOG")
+        .output()
+        .expect("run shiftload")
+}
+
+pub fn run_job(path: &Path) -> Output {
+    shiftload(&["run", "--no-progress", path.to_str().expect("utf-8 path")])
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Assert a successful run and return its stdout.
+pub fn assert_ok(o: &Output) -> String {
+    assert!(o.status.success(), "shiftload failed ({:?}):\n{}{}", o.status.code(), stdout(o), stderr(o));
+    stdout(o)
+}
+
+/// A BSON value as JSON, for comparing embedded documents with JSON text.
+pub fn bson_to_json(b: &Bson) -> serde_json::Value {
+    use serde_json::Value;
+    match b {
+        Bson::Null => Value::Null,
+        Bson::Boolean(v) => Value::Bool(*v),
+        Bson::Int32(v) => Value::from(*v),
+        Bson::Int64(v) => Value::from(*v),
+        Bson::Double(v) => Value::from(*v),
+        Bson::String(s) => Value::String(s.clone()),
+        Bson::Array(a) => Value::Array(a.iter().map(bson_to_json).collect()),
+        Bson::Document(d) => Value::Object(d.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect()),
+        other => panic!("no JSON form for {other:?}"),
+    }
+}
