@@ -257,13 +257,19 @@ impl JobConfig {
         if self.target.write_batch_docs == 0 {
             return Err("`target.write_batch_docs` must be at least 1".into());
         }
-        if self.target.database.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+        if self
+            .target
+            .database
+            .contains(['/', '\\', '.', ' ', '"', '$', '\0'])
+        {
             return Err(format!(
                 "`target.database` {:?} contains a character MongoDB does not allow in a database name",
                 self.target.database
             ));
         }
-        if self.target.collection.starts_with("system.") || self.target.collection.contains(['$', '\0']) {
+        if self.target.collection.starts_with("system.")
+            || self.target.collection.contains(['$', '\0'])
+        {
             return Err(format!(
                 "`target.collection` {:?} is not a valid collection name",
                 self.target.collection
@@ -274,7 +280,8 @@ impl JobConfig {
             return Err("`mapping.include` and `mapping.exclude` cannot both be set".into());
         }
         for (column, path) in &m.rename {
-            check_field_path(path).map_err(|why| format!("`mapping.rename.{column}` = {path:?}: {why}"))?;
+            check_field_path(path)
+                .map_err(|why| format!("`mapping.rename.{column}` = {path:?}: {why}"))?;
         }
         let mut seen = std::collections::HashSet::new();
         for c in &m.id {
@@ -313,9 +320,9 @@ fn expand(value: &str, key: &str) -> std::result::Result<String, String> {
             out.push('$');
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| format!("`{key}`: unterminated `${{` (write `$$` for a literal `$`)"))?;
+            let end = tail.find('}').ok_or_else(|| {
+                format!("`{key}`: unterminated `${{` (write `$$` for a literal `$`)")
+            })?;
             let name = &tail[..end];
             let var = std::env::var(name).map_err(|_| {
                 format!("`{key}` refers to environment variable {name}, which is not set")
@@ -367,7 +374,9 @@ collection = "c"
     #[test]
     fn missing_env_names_key_and_variable() {
         let text = MIN.replace("SHIFTLOAD_TEST_PW", "SHIFTLOAD_SURELY_UNSET");
-        let err = JobConfig::parse(&text, Path::new("j.toml")).unwrap_err().to_string();
+        let err = JobConfig::parse(&text, Path::new("j.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("source.url"), "{err}");
         assert!(err.contains("SHIFTLOAD_SURELY_UNSET"), "{err}");
     }
@@ -376,7 +385,9 @@ collection = "c"
     fn unknown_key_is_named() {
         std::env::set_var("SHIFTLOAD_TEST_PW", "x");
         let text = MIN.replace("query =", "qurey =");
-        let err = JobConfig::parse(&text, Path::new("j.toml")).unwrap_err().to_string();
+        let err = JobConfig::parse(&text, Path::new("j.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("qurey"), "{err}");
     }
 
@@ -389,7 +400,9 @@ collection = "c"
     fn rename_paths_are_checked() {
         std::env::set_var("SHIFTLOAD_TEST_PW", "x");
         let text = format!("{MIN}\n[mapping.rename]\ncity = \"address..city\"\n");
-        let err = JobConfig::parse(&text, Path::new("j.toml")).unwrap_err().to_string();
+        let err = JobConfig::parse(&text, Path::new("j.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("mapping.rename.city"), "{err}");
     }
 }

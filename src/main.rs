@@ -2,7 +2,7 @@
 //! to an exit code. Everything else lives in the library.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -21,7 +21,11 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "shiftload", version, about = "Move large Redshift query results into MongoDB, fast, in bounded memory.")]
+#[command(
+    name = "shiftload",
+    version,
+    about = "Move large Redshift query results into MongoDB, fast, in bounded memory."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,17 +77,24 @@ fn main() -> ExitCode {
             }
             Err(e) => report(&e),
         },
-        Command::Run { job, quiet, no_progress } => run(&job, quiet, no_progress),
+        Command::Run {
+            job,
+            quiet,
+            no_progress,
+        } => run(&job, quiet, no_progress),
     };
     ExitCode::from(code)
 }
 
-fn run(path: &PathBuf, quiet: bool, no_progress: bool) -> u8 {
+fn run(path: &Path, quiet: bool, no_progress: bool) -> u8 {
     let job = match JobConfig::load(path) {
         Ok(job) => job,
         Err(e) => return report(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -93,7 +104,8 @@ fn run(path: &PathBuf, quiet: bool, no_progress: bool) -> u8 {
     let bar = (!quiet && !no_progress && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("valid template"),
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .expect("valid template"),
         );
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
@@ -159,7 +171,9 @@ fn render_summary(s: &RunSummary) -> String {
     ));
     out.push_str(&format!(
         "  peak RSS      {}\n",
-        s.peak_rss_bytes.map(bytes).unwrap_or_else(|| "unknown".into())
+        s.peak_rss_bytes
+            .map(bytes)
+            .unwrap_or_else(|| "unknown".into())
     ));
     out
 }
@@ -168,7 +182,7 @@ fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -194,7 +208,9 @@ fn bytes(n: u64) -> String {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTLOAD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

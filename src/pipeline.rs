@@ -16,6 +16,7 @@ use crate::config::JobConfig;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::sink::{MongoSink, WriteStats};
+use crate::source::postgres::BlockDecoder;
 use crate::source::PgSource;
 
 /// Progress so far, reported after each batch is handed to the sink.
@@ -69,6 +70,38 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
     );
 
     let mut progress = Progress::default();
+    let pumped = pump(
+        &mut source,
+        &decoder,
+        &encoder,
+        &mut sink,
+        &mut progress,
+        on_progress,
+    )
+    .await;
+    // Whatever stopped the pump, the writes already handed to the sink are
+    // awaited: nothing fetched and encoded before a failure is thrown away.
+    let finished = sink.finish().await;
+    pumped?;
+    let writes = finished?;
+    Ok(RunSummary {
+        namespace: format!("{}.{}", job.target.database, job.target.collection),
+        rows_read: progress.rows_read,
+        batches: progress.batches,
+        writes,
+        elapsed: started.elapsed(),
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
+    })
+}
+
+async fn pump(
+    source: &mut PgSource,
+    decoder: &BlockDecoder,
+    encoder: &Arc<Encoder>,
+    sink: &mut MongoSink,
+    progress: &mut Progress,
+    on_progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<()> {
     while let Some(block) = source.next_block().await {
         let block = block?;
         let first_row = progress.rows_read;
@@ -85,15 +118,7 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
         progress.bson_bytes += encoded.bytes as u64;
         progress.batches += 1;
         sink.write(encoded).await?;
-        on_progress(&progress);
+        on_progress(progress);
     }
-    let writes = sink.finish().await?;
-    Ok(RunSummary {
-        namespace: format!("{}.{}", job.target.database, job.target.collection),
-        rows_read: progress.rows_read,
-        batches: progress.batches,
-        writes,
-        elapsed: started.elapsed(),
-        peak_rss_bytes: crate::memory::peak_rss_bytes(),
-    })
+    Ok(())
 }

@@ -113,7 +113,7 @@ fn mask_password_pairs(text: &str) -> String {
 fn uri_password(text: &str) -> Option<String> {
     let after = &text[text.find("://")? + 3..];
     let end = after
-        .find(|c: char| c == '/' || c == '?' || c == '#')
+        .find(['/', '?', '#'])
         .unwrap_or(after.len());
     let authority = &after[..end];
     let userinfo = &authority[..authority.rfind('@')?];
@@ -140,7 +140,10 @@ mod tests {
             uri("mongodb://u:p@a:1,b:2/?tls=true and postgres://x@h/d"),
             "mongodb://u:***@a:1,b:2/?tls=true and postgres://x@h/d"
         );
-        assert_eq!(uri("host=h password=hunter22 user=u"), "host=h password=*** user=u");
+        assert_eq!(
+            uri("host=h password=hunter22 user=u"),
+            "host=h password=*** user=u"
+        );
     }
 
     #[test]

@@ -52,14 +52,19 @@ const EXPECTED: &str = "
 
 async fn setup() -> String {
     let table = unique("types");
-    pg_exec(&format!("CREATE TABLE {table} ({COLUMNS}); INSERT INTO {table} VALUES {ROWS};")).await;
+    pg_exec(&format!(
+        "CREATE TABLE {table} ({COLUMNS}); INSERT INTO {table} VALUES {ROWS};"
+    ))
+    .await;
     table
 }
 
 fn check_field(column: &str, expected: &str, got: &Bson, id: &str) {
     let ctx = format!("row {id}, column {column}: expected {expected:?}, got {got:?}");
     match column {
-        "c_smallint" | "c_integer" => assert_eq!(got, &Bson::Int32(expected.parse().unwrap()), "{ctx}"),
+        "c_smallint" | "c_integer" => {
+            assert_eq!(got, &Bson::Int32(expected.parse().unwrap()), "{ctx}")
+        }
         "c_bigint" => assert_eq!(got, &Bson::Int64(expected.parse().unwrap()), "{ctx}"),
         // decimal = "string": exactly PostgreSQL's text at the column's scale.
         "c_numeric" | "c_numeric_small" => assert_eq!(got, &Bson::String(expected.into()), "{ctx}"),
@@ -70,7 +75,11 @@ fn check_field(column: &str, expected: &str, got: &Bson, id: &str) {
         }
         "c_date" | "c_timestamp" | "c_timestamptz" => {
             let ms: i64 = expected.parse().unwrap();
-            assert_eq!(got, &Bson::DateTime(bson::DateTime::from_millis(ms)), "{ctx}")
+            assert_eq!(
+                got,
+                &Bson::DateTime(bson::DateTime::from_millis(ms)),
+                "{ctx}"
+            )
         }
         "c_bytea" => match got {
             Bson::Binary(b) => {
@@ -99,12 +108,19 @@ async fn assert_matches_source(table: &str, docs: &[Document], nulls_written: bo
         for (column, value) in row.iter().filter(|(c, _)| c.as_str() != "id") {
             match (value, doc.get(column)) {
                 (Some(v), Some(got)) => check_field(column, v, got, &id),
-                (None, None) => assert!(!nulls_written, "row {id}: {column} missing, expected null"),
-                (None, Some(Bson::Null)) => assert!(nulls_written, "row {id}: {column} null, expected omitted"),
+                (None, None) => {
+                    assert!(!nulls_written, "row {id}: {column} missing, expected null")
+                }
+                (None, Some(Bson::Null)) => {
+                    assert!(nulls_written, "row {id}: {column} null, expected omitted")
+                }
                 (v, got) => panic!("row {id}, column {column}: expected {v:?}, got {got:?}"),
             }
         }
-        let extra: Vec<&String> = doc.keys().filter(|k| *k != "_id" && !row.contains_key(*k)).collect();
+        let extra: Vec<&String> = doc
+            .keys()
+            .filter(|k| *k != "_id" && !row.contains_key(*k))
+            .collect();
         assert!(extra.is_empty(), "row {id}: unexpected fields {extra:?}");
     }
 }
@@ -118,7 +134,9 @@ async fn every_type_round_trips_field_by_field() {
             &format!("SELECT * FROM {table}"),
             &db,
             coll,
-            &format!("id = [\"id\"]\nexclude = [\"id\"]\ndecimal = \"string\"\nnull = \"{null_policy}\""),
+            &format!(
+                "id = [\"id\"]\nexclude = [\"id\"]\ndecimal = \"string\"\nnull = \"{null_policy}\""
+            ),
         );
         let out = assert_ok(&run_job(&path));
         assert!(out.contains("4 inserted"), "{out}");
@@ -155,7 +173,10 @@ async fn decimals_as_decimal128_or_a_clear_refusal() {
         // naming the column and the setting to change.
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         let err = stderr(&out);
-        assert!(err.contains("c_numeric_small") && err.contains("mapping.decimal"), "{err}");
+        assert!(
+            err.contains("c_numeric_small") && err.contains("mapping.decimal"),
+            "{err}"
+        );
         assert_eq!(mongo_count(&db, "c").await, 0);
     }
     drop_db(&db).await;
@@ -174,10 +195,19 @@ async fn decimal_and_timestamp_policies() {
     assert_ok(&run_job(&path));
     let docs = mongo_docs(&db, "c").await;
     assert_eq!(docs[0].get("c_numeric_small"), Some(&Bson::Double(99.95)));
-    assert_eq!(docs[0].get_str("c_timestamp").unwrap(), "2024-02-29T13:14:15.123456");
-    assert_eq!(docs[0].get_str("c_timestamptz").unwrap(), "2024-02-29T11:14:15.654321Z");
+    assert_eq!(
+        docs[0].get_str("c_timestamp").unwrap(),
+        "2024-02-29T13:14:15.123456"
+    );
+    assert_eq!(
+        docs[0].get_str("c_timestamptz").unwrap(),
+        "2024-02-29T11:14:15.654321Z"
+    );
     assert_eq!(docs[0].get_str("c_date").unwrap(), "2024-02-29");
-    assert_eq!(docs[1].get_str("c_timestamptz").unwrap(), "1969-12-31T23:59:59.999999Z");
+    assert_eq!(
+        docs[1].get_str("c_timestamptz").unwrap(),
+        "1969-12-31T23:59:59.999999Z"
+    );
 
     let (_dir, path) = simple_job(
         &format!("SELECT id, c_timestamp, c_time FROM {table} WHERE id IN (1, 2)"),
@@ -192,8 +222,14 @@ async fn decimal_and_timestamp_policies() {
     ))
     .await;
     for (d, w) in docs.iter().zip(want) {
-        assert_eq!(d.get_i64("c_timestamp").unwrap(), w["us"].as_ref().unwrap().parse::<i64>().unwrap());
+        assert_eq!(
+            d.get_i64("c_timestamp").unwrap(),
+            w["us"].as_ref().unwrap().parse::<i64>().unwrap()
+        );
     }
-    assert_eq!(docs[0].get_i64("c_time").unwrap(), 8 * 3600 * 1_000_000 + 30 * 60 * 1_000_000 + 1);
+    assert_eq!(
+        docs[0].get_i64("c_time").unwrap(),
+        8 * 3600 * 1_000_000 + 30 * 60 * 1_000_000 + 1
+    );
     drop_db(&db).await;
 }

@@ -67,7 +67,7 @@ pub fn decimal128(unscaled: i128, scale: i8) -> Option<[u8; 16]> {
     let mut coefficient = unscaled.unsigned_abs();
     let mut exponent = -(scale as i32);
     while coefficient > MAX_COEFFICIENT {
-        if coefficient % 10 != 0 {
+        if !coefficient.is_multiple_of(10) {
             return None;
         }
         coefficient /= 10;
@@ -213,7 +213,11 @@ mod tests {
             (0, 4, "0.0000"),
             (123_456_780, 4, "12345.6780"),
             (-1, 10, "-1E-10"),
-            (9_999_999_999_999_999_999_999_999_999_999_999, 0, "9999999999999999999999999999999999"),
+            (
+                9_999_999_999_999_999_999_999_999_999_999_999,
+                0,
+                "9999999999999999999999999999999999",
+            ),
             (i64::MIN as i128, 2, "-92233720368547758.08"),
             (5, -3, "5E+3"),
         ];
@@ -230,7 +234,9 @@ mod tests {
         let v = 10i128.pow(37);
         assert_eq!(
             decimal128(v, 0).unwrap(),
-            bson::Decimal128::from_str("1000000000000000000000000000000000E+4").unwrap().bytes()
+            bson::Decimal128::from_str("1000000000000000000000000000000000E+4")
+                .unwrap()
+                .bytes()
         );
         assert!(decimal128(10i128.pow(35) + 1, 0).is_none());
     }

@@ -137,7 +137,12 @@ impl Encoder {
                     key,
                     format!(
                         "column `{name}` is not in the query result (columns: {})",
-                        schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                        schema
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })
@@ -149,7 +154,10 @@ impl Encoder {
             index_of("mapping.exclude", name)?;
         }
         let included: Vec<usize> = match &mapping.include {
-            Some(list) => list.iter().map(|n| index_of("mapping.include", n)).collect::<Result<_>>()?,
+            Some(list) => list
+                .iter()
+                .map(|n| index_of("mapping.include", n))
+                .collect::<Result<_>>()?,
             None => (0..schema.fields().len())
                 .filter(|&i| !mapping.exclude.iter().any(|e| e == schema.field(i).name()))
                 .collect(),
@@ -167,21 +175,30 @@ impl Encoder {
         }
 
         let mut leaves = Vec::new();
-        let id_columns: Vec<usize> =
-            mapping.id.iter().map(|n| index_of("mapping.id", n)).collect::<Result<_>>()?;
+        let id_columns: Vec<usize> = mapping
+            .id
+            .iter()
+            .map(|n| index_of("mapping.id", n))
+            .collect::<Result<_>>()?;
         for &c in &id_columns {
             check_encodable(schema.field(c))?;
         }
         let id = match id_columns.as_slice() {
             [] => IdPlan::ObjectId,
             [c] => {
-                leaves.push(Leaf { column: *c, key: b::cstring_key("_id") });
+                leaves.push(Leaf {
+                    column: *c,
+                    key: b::cstring_key("_id"),
+                });
                 IdPlan::Column(0)
             }
             many => IdPlan::Composite(
                 many.iter()
                     .map(|&c| {
-                        leaves.push(Leaf { column: c, key: b::cstring_key(schema.field(c).name()) });
+                        leaves.push(Leaf {
+                            column: c,
+                            key: b::cstring_key(schema.field(c).name()),
+                        });
                         leaves.len() - 1
                     })
                     .collect(),
@@ -197,23 +214,33 @@ impl Encoder {
                 Some(p) => (p.clone(), format!("mapping.rename.{name}")),
                 None => (name.clone(), format!("column `{name}`")),
             };
-            if mapping.rename.get(name).is_none() && (path.contains('.') || path.starts_with('$')) {
+            if !mapping.rename.contains_key(name) && (path.contains('.') || path.starts_with('$')) {
                 return Err(Error::config(
                     key,
                     "its name is not a valid MongoDB field name (it contains `.` or starts with `$`); \
                      give it another name with mapping.rename",
                 ));
             }
-            let segments: Vec<&str> =
-                if mapping.rename.contains_key(name) { path.split('.').collect() } else { vec![path.as_str()] };
+            let segments: Vec<&str> = if mapping.rename.contains_key(name) {
+                path.split('.').collect()
+            } else {
+                vec![path.as_str()]
+            };
             if segments[0] == "_id" {
-                return Err(Error::config(key, "`_id` is made from mapping.id; choose another field name"));
+                return Err(Error::config(
+                    key,
+                    "`_id` is made from mapping.id; choose another field name",
+                ));
             }
             // Every prefix of the path must be a document, the full path a leaf,
             // and no two columns may claim the same path.
             for depth in 1..=segments.len() {
                 let prefix = segments[..depth].join(".");
-                let role = if depth == segments.len() { "value" } else { "document" };
+                let role = if depth == segments.len() {
+                    "value"
+                } else {
+                    "document"
+                };
                 match owners.get(&prefix) {
                     Some(other) if role == "value" || !other.ends_with("(document)") => {
                         return Err(Error::config(
@@ -223,18 +250,35 @@ impl Encoder {
                     }
                     Some(_) => {}
                     None => {
-                        let who = if role == "value" { format!("column `{name}`") } else { format!("column `{name}` (document)") };
+                        let who = if role == "value" {
+                            format!("column `{name}`")
+                        } else {
+                            format!("column `{name}` (document)")
+                        };
                         owners.insert(prefix, who);
                     }
                 }
             }
-            leaves.push(Leaf { column: c, key: b::cstring_key(segments.last().expect("non-empty path")) });
+            leaves.push(Leaf {
+                column: c,
+                key: b::cstring_key(segments.last().expect("non-empty path")),
+            });
             insert_path(&mut body, &segments[..segments.len() - 1], leaves.len() - 1);
         }
 
-        let key_columns = if id_columns.is_empty() { Vec::new() } else { id_columns };
+        let key_columns = if id_columns.is_empty() {
+            Vec::new()
+        } else {
+            id_columns
+        };
         Ok(Encoder {
-            plan: Plan { leaves, id, body, options, key_columns },
+            plan: Plan {
+                leaves,
+                id,
+                body,
+                options,
+                key_columns,
+            },
             bytes_per_row: AtomicUsize::new(64),
         })
     }
@@ -264,12 +308,21 @@ impl Encoder {
             .plan
             .leaves
             .iter()
-            .map(|leaf| make_encoder(batch.column(leaf.column), batch.schema().field(leaf.column), &leaf.key, self.plan.options))
+            .map(|leaf| {
+                make_encoder(
+                    batch.column(leaf.column),
+                    batch.schema().field(leaf.column),
+                    &leaf.key,
+                    self.plan.options,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let threads = rayon::current_num_threads().max(1);
         let chunk_rows = n.div_ceil(threads * 4).max(2048);
-        let ranges: Vec<(usize, usize)> =
-            (0..n).step_by(chunk_rows).map(|s| (s, (s + chunk_rows).min(n))).collect();
+        let ranges: Vec<(usize, usize)> = (0..n)
+            .step_by(chunk_rows)
+            .map(|s| (s, (s + chunk_rows).min(n)))
+            .collect();
         let estimate = self.bytes_per_row.load(Ordering::Relaxed);
         let chunks = ranges
             .into_par_iter()
@@ -279,17 +332,30 @@ impl Encoder {
                     docs: end - start,
                 };
                 for row in start..end {
-                    self.write_document(&encoders, row, &mut chunk.buf).map_err(|(leaf, message)| {
-                        let column = batch.schema().field(self.plan.leaves[leaf].column).name().clone();
-                        Error::Value { column, row: self.describe_row(batch, row, first_row), message }
-                    })?;
+                    self.write_document(&encoders, row, &mut chunk.buf)
+                        .map_err(|(leaf, message)| {
+                            let column = batch
+                                .schema()
+                                .field(self.plan.leaves[leaf].column)
+                                .name()
+                                .clone();
+                            Error::Value {
+                                column,
+                                row: self.describe_row(batch, row, first_row),
+                                message,
+                            }
+                        })?;
                 }
                 Ok(chunk)
             })
             .collect::<Result<Vec<_>>>()?;
         let bytes: usize = chunks.iter().map(|c| c.buf.len()).sum();
         self.bytes_per_row.store(bytes / n + 1, Ordering::Relaxed);
-        Ok(EncodedBatch { chunks, docs: n, bytes })
+        Ok(EncodedBatch {
+            chunks,
+            docs: n,
+            bytes,
+        })
     }
 
     fn write_document(
@@ -374,7 +440,13 @@ impl Encoder {
             .plan
             .key_columns
             .iter()
-            .map(|&c| format!("{}={}", batch.schema().field(c).name(), display_value(batch.column(c), row)))
+            .map(|&c| {
+                format!(
+                    "{}={}",
+                    batch.schema().field(c).name(),
+                    display_value(batch.column(c), row)
+                )
+            })
             .collect();
         format!("{position} (row key {})", keys.join(", "))
     }
@@ -386,9 +458,14 @@ fn insert_path(nodes: &mut Vec<Node>, parents: &[&str], leaf: usize) {
         return;
     };
     let key = b::cstring_key(first);
-    let pos = nodes.iter().position(|n| matches!(n, Node::Doc { key: k, .. } if *k == key));
+    let pos = nodes
+        .iter()
+        .position(|n| matches!(n, Node::Doc { key: k, .. } if *k == key));
     let pos = pos.unwrap_or_else(|| {
-        nodes.push(Node::Doc { key, children: Vec::new() });
+        nodes.push(Node::Doc {
+            key,
+            children: Vec::new(),
+        });
         nodes.len() - 1
     });
     if let Node::Doc { children, .. } = &mut nodes[pos] {
@@ -407,11 +484,14 @@ fn display_value(array: &ArrayRef, row: usize) -> String {
         DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),
         DataType::Utf8 => format!("{:?}", array.as_string::<i32>().value(row)),
         DataType::LargeUtf8 => format!("{:?}", array.as_string::<i64>().value(row)),
-        DataType::Decimal128(_, s) => b::decimal_string(array.as_primitive::<Decimal128Type>().value(row), *s),
-        DataType::Date32 => b::date_string(array.as_primitive::<Date32Type>().value(row) as i64),
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            b::timestamp_string(array.as_primitive::<TimestampMicrosecondType>().value(row), tz.is_some())
+        DataType::Decimal128(_, s) => {
+            b::decimal_string(array.as_primitive::<Decimal128Type>().value(row), *s)
         }
+        DataType::Date32 => b::date_string(array.as_primitive::<Date32Type>().value(row) as i64),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => b::timestamp_string(
+            array.as_primitive::<TimestampMicrosecondType>().value(row),
+            tz.is_some(),
+        ),
         other => format!("<{other}>"),
     }
 }
@@ -461,102 +541,212 @@ fn make_encoder<'a>(
     let nulls = array.logical_nulls();
     let kind = field.metadata().get(KIND_KEY).map(String::as_str);
     let enc: Box<dyn FieldEncoder + 'a> = match array.data_type() {
-        DataType::Boolean => Box::new(Enc { nulls, key, values: array.as_boolean(), write: |v: &arrow_array::BooleanArray, i, out: &mut Vec<u8>, k: &[u8]| {
-            b::put_element(out, b::BOOLEAN, k);
-            out.push(v.value(i) as u8);
-            Ok(())
-        }}),
-        DataType::Int16 => Box::new(Enc { nulls, key, values: array.as_primitive::<Int16Type>(), write: |v: &PrimitiveArray<Int16Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-            b::put_element(out, b::INT32, k);
-            out.extend_from_slice(&(v.value(i) as i32).to_le_bytes());
-            Ok(())
-        }}),
-        DataType::Int32 => Box::new(Enc { nulls, key, values: array.as_primitive::<Int32Type>(), write: |v: &PrimitiveArray<Int32Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-            b::put_element(out, b::INT32, k);
-            out.extend_from_slice(&v.value(i).to_le_bytes());
-            Ok(())
-        }}),
-        DataType::Int64 => Box::new(Enc { nulls, key, values: array.as_primitive::<Int64Type>(), write: |v: &PrimitiveArray<Int64Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-            b::put_element(out, b::INT64, k);
-            out.extend_from_slice(&v.value(i).to_le_bytes());
-            Ok(())
-        }}),
-        DataType::Float32 => Box::new(Enc { nulls, key, values: array.as_primitive::<Float32Type>(), write: |v: &PrimitiveArray<Float32Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-            b::put_element(out, b::DOUBLE, k);
-            out.extend_from_slice(&(v.value(i) as f64).to_le_bytes());
-            Ok(())
-        }}),
-        DataType::Float64 => Box::new(Enc { nulls, key, values: array.as_primitive::<Float64Type>(), write: |v: &PrimitiveArray<Float64Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-            b::put_element(out, b::DOUBLE, k);
-            out.extend_from_slice(&v.value(i).to_le_bytes());
-            Ok(())
-        }}),
+        DataType::Boolean => Box::new(Enc {
+            nulls,
+            key,
+            values: array.as_boolean(),
+            write: |v: &arrow_array::BooleanArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                b::put_element(out, b::BOOLEAN, k);
+                out.push(v.value(i) as u8);
+                Ok(())
+            },
+        }),
+        DataType::Int16 => Box::new(Enc {
+            nulls,
+            key,
+            values: array.as_primitive::<Int16Type>(),
+            write: |v: &PrimitiveArray<Int16Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+                b::put_element(out, b::INT32, k);
+                out.extend_from_slice(&(v.value(i) as i32).to_le_bytes());
+                Ok(())
+            },
+        }),
+        DataType::Int32 => Box::new(Enc {
+            nulls,
+            key,
+            values: array.as_primitive::<Int32Type>(),
+            write: |v: &PrimitiveArray<Int32Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+                b::put_element(out, b::INT32, k);
+                out.extend_from_slice(&v.value(i).to_le_bytes());
+                Ok(())
+            },
+        }),
+        DataType::Int64 => Box::new(Enc {
+            nulls,
+            key,
+            values: array.as_primitive::<Int64Type>(),
+            write: |v: &PrimitiveArray<Int64Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+                b::put_element(out, b::INT64, k);
+                out.extend_from_slice(&v.value(i).to_le_bytes());
+                Ok(())
+            },
+        }),
+        DataType::Float32 => Box::new(Enc {
+            nulls,
+            key,
+            values: array.as_primitive::<Float32Type>(),
+            write: |v: &PrimitiveArray<Float32Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+                b::put_element(out, b::DOUBLE, k);
+                out.extend_from_slice(&(v.value(i) as f64).to_le_bytes());
+                Ok(())
+            },
+        }),
+        DataType::Float64 => Box::new(Enc {
+            nulls,
+            key,
+            values: array.as_primitive::<Float64Type>(),
+            write: |v: &PrimitiveArray<Float64Type>, i, out: &mut Vec<u8>, k: &[u8]| {
+                b::put_element(out, b::DOUBLE, k);
+                out.extend_from_slice(&v.value(i).to_le_bytes());
+                Ok(())
+            },
+        }),
         DataType::Utf8 | DataType::LargeUtf8 => {
             let trim = kind == Some("char") && o.trim_char;
             if kind == Some("json") && o.json == JsonPolicy::Parse {
                 if array.data_type() == &DataType::Utf8 {
-                    Box::new(Enc { nulls, key, values: array.as_string::<i32>(), write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| b::write_json(out, k, v.value(i)) })
+                    Box::new(Enc {
+                        nulls,
+                        key,
+                        values: array.as_string::<i32>(),
+                        write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                            b::write_json(out, k, v.value(i))
+                        },
+                    })
                 } else {
-                    Box::new(Enc { nulls, key, values: array.as_string::<i64>(), write: |v: &arrow_array::LargeStringArray, i, out: &mut Vec<u8>, k: &[u8]| b::write_json(out, k, v.value(i)) })
+                    Box::new(Enc {
+                        nulls,
+                        key,
+                        values: array.as_string::<i64>(),
+                        write: |v: &arrow_array::LargeStringArray,
+                                i,
+                                out: &mut Vec<u8>,
+                                k: &[u8]| {
+                            b::write_json(out, k, v.value(i))
+                        },
+                    })
                 }
             } else if array.data_type() == &DataType::Utf8 {
                 if trim {
-                    Box::new(Enc { nulls, key, values: array.as_string::<i32>(), write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
-                        b::put_element(out, b::STRING, k);
-                        b::put_str(out, v.value(i).trim_end_matches(' ').as_bytes());
-                        Ok(())
-                    }})
+                    Box::new(Enc {
+                        nulls,
+                        key,
+                        values: array.as_string::<i32>(),
+                        write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                            b::put_element(out, b::STRING, k);
+                            b::put_str(out, v.value(i).trim_end_matches(' ').as_bytes());
+                            Ok(())
+                        },
+                    })
                 } else {
-                    Box::new(Enc { nulls, key, values: array.as_string::<i32>(), write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                    Box::new(Enc {
+                        nulls,
+                        key,
+                        values: array.as_string::<i32>(),
+                        write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                            b::put_element(out, b::STRING, k);
+                            b::put_str(out, v.value(i).as_bytes());
+                            Ok(())
+                        },
+                    })
+                }
+            } else {
+                Box::new(Enc {
+                    nulls,
+                    key,
+                    values: array.as_string::<i64>(),
+                    write: |v: &arrow_array::LargeStringArray, i, out: &mut Vec<u8>, k: &[u8]| {
                         b::put_element(out, b::STRING, k);
                         b::put_str(out, v.value(i).as_bytes());
                         Ok(())
-                    }})
-                }
-            } else {
-                Box::new(Enc { nulls, key, values: array.as_string::<i64>(), write: |v: &arrow_array::LargeStringArray, i, out: &mut Vec<u8>, k: &[u8]| {
-                    b::put_element(out, b::STRING, k);
-                    b::put_str(out, v.value(i).as_bytes());
-                    Ok(())
-                }})
+                    },
+                })
             }
         }
-        DataType::Binary => Box::new(Enc { nulls, key, values: array.as_binary::<i32>(), write: |v: &arrow_array::BinaryArray, i, out: &mut Vec<u8>, k: &[u8]| {
-            let bytes = v.value(i);
-            b::put_element(out, b::BINARY, k);
-            out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
-            out.push(0); // generic binary subtype
-            out.extend_from_slice(bytes);
-            Ok(())
-        }}),
+        DataType::Binary => Box::new(Enc {
+            nulls,
+            key,
+            values: array.as_binary::<i32>(),
+            write: |v: &arrow_array::BinaryArray, i, out: &mut Vec<u8>, k: &[u8]| {
+                let bytes = v.value(i);
+                b::put_element(out, b::BINARY, k);
+                out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
+                out.push(0); // generic binary subtype
+                out.extend_from_slice(bytes);
+                Ok(())
+            },
+        }),
         DataType::Decimal128(_, scale) => {
             let scale = *scale;
-            Box::new(DecimalEnc { nulls, key, values: array.as_primitive::<Decimal128Type>(), scale, policy: o.decimal, overflow: o.decimal_overflow })
+            Box::new(DecimalEnc {
+                nulls,
+                key,
+                values: array.as_primitive::<Decimal128Type>(),
+                scale,
+                policy: o.decimal,
+                overflow: o.decimal_overflow,
+            })
         }
-        DataType::Date32 => Box::new(TimeEnc { nulls, key, values: TimeValues::Date(array.as_primitive::<Date32Type>()), policy: o.timestamp, utc: true }),
+        DataType::Date32 => Box::new(TimeEnc {
+            nulls,
+            key,
+            values: TimeValues::Date(array.as_primitive::<Date32Type>()),
+            policy: o.timestamp,
+            utc: true,
+        }),
         DataType::Timestamp(unit, tz) => {
             let values = match unit {
-                TimeUnit::Second => TimeValues::Seconds(array.as_primitive::<TimestampSecondType>()),
-                TimeUnit::Millisecond => TimeValues::Millis(array.as_primitive::<TimestampMillisecondType>()),
-                TimeUnit::Microsecond => TimeValues::Micros(array.as_primitive::<TimestampMicrosecondType>()),
-                TimeUnit::Nanosecond => TimeValues::Nanos(array.as_primitive::<TimestampNanosecondType>()),
+                TimeUnit::Second => {
+                    TimeValues::Seconds(array.as_primitive::<TimestampSecondType>())
+                }
+                TimeUnit::Millisecond => {
+                    TimeValues::Millis(array.as_primitive::<TimestampMillisecondType>())
+                }
+                TimeUnit::Microsecond => {
+                    TimeValues::Micros(array.as_primitive::<TimestampMicrosecondType>())
+                }
+                TimeUnit::Nanosecond => {
+                    TimeValues::Nanos(array.as_primitive::<TimestampNanosecondType>())
+                }
             };
-            Box::new(TimeEnc { nulls, key, values, policy: o.timestamp, utc: tz.is_some() })
+            Box::new(TimeEnc {
+                nulls,
+                key,
+                values,
+                policy: o.timestamp,
+                utc: tz.is_some(),
+            })
         }
         DataType::Time64(TimeUnit::Microsecond) => {
             let values = array.as_primitive::<Time64MicrosecondType>();
             if o.timestamp == TimestampPolicy::Micros {
-                Box::new(Enc { nulls, key, values, write: |v: &PrimitiveArray<Time64MicrosecondType>, i, out: &mut Vec<u8>, k: &[u8]| {
-                    b::put_element(out, b::INT64, k);
-                    out.extend_from_slice(&v.value(i).to_le_bytes());
-                    Ok(())
-                }})
+                Box::new(Enc {
+                    nulls,
+                    key,
+                    values,
+                    write: |v: &PrimitiveArray<Time64MicrosecondType>,
+                            i,
+                            out: &mut Vec<u8>,
+                            k: &[u8]| {
+                        b::put_element(out, b::INT64, k);
+                        out.extend_from_slice(&v.value(i).to_le_bytes());
+                        Ok(())
+                    },
+                })
             } else {
-                Box::new(Enc { nulls, key, values, write: |v: &PrimitiveArray<Time64MicrosecondType>, i, out: &mut Vec<u8>, k: &[u8]| {
-                    b::put_element(out, b::STRING, k);
-                    b::put_str(out, b::time_string(v.value(i)).as_bytes());
-                    Ok(())
-                }})
+                Box::new(Enc {
+                    nulls,
+                    key,
+                    values,
+                    write: |v: &PrimitiveArray<Time64MicrosecondType>,
+                            i,
+                            out: &mut Vec<u8>,
+                            k: &[u8]| {
+                        b::put_element(out, b::STRING, k);
+                        b::put_str(out, b::time_string(v.value(i)).as_bytes());
+                        Ok(())
+                    },
+                })
             }
         }
         _ => {
@@ -691,7 +881,13 @@ impl FieldEncoder for TimeEnc<'_> {
                     // Truncate toward minus infinity: -1 µs is -1 ms.
                     Instant::Micros(us) => us.div_euclid(1_000),
                     Instant::Day(d) => d * 86_400_000,
-                    Instant::Infinity(pos) => if pos { i64::MAX } else { i64::MIN },
+                    Instant::Infinity(pos) => {
+                        if pos {
+                            i64::MAX
+                        } else {
+                            i64::MIN
+                        }
+                    }
                 };
                 b::put_element(out, b::DATETIME, &self.key);
                 out.extend_from_slice(&ms.to_le_bytes());
@@ -700,7 +896,13 @@ impl FieldEncoder for TimeEnc<'_> {
                 let us = match instant {
                     Instant::Micros(us) => us,
                     Instant::Day(d) => d.saturating_mul(86_400_000_000),
-                    Instant::Infinity(pos) => if pos { i64::MAX } else { i64::MIN },
+                    Instant::Infinity(pos) => {
+                        if pos {
+                            i64::MAX
+                        } else {
+                            i64::MIN
+                        }
+                    }
                 };
                 b::put_element(out, b::INT64, &self.key);
                 out.extend_from_slice(&us.to_le_bytes());
@@ -709,7 +911,13 @@ impl FieldEncoder for TimeEnc<'_> {
                 let text = match instant {
                     Instant::Micros(us) => b::timestamp_string(us, self.utc),
                     Instant::Day(d) => b::date_string(d),
-                    Instant::Infinity(pos) => if pos { "infinity".into() } else { "-infinity".into() },
+                    Instant::Infinity(pos) => {
+                        if pos {
+                            "infinity".into()
+                        } else {
+                            "-infinity".into()
+                        }
+                    }
                 };
                 b::put_element(out, b::STRING, &self.key);
                 b::put_str(out, text.as_bytes());

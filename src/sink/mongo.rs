@@ -98,8 +98,12 @@ impl MongoSink {
     /// Queue `batch` for writing; returns once it is handed to writers,
     /// waiting while `writers` requests are already in flight.
     pub async fn write(&mut self, batch: EncodedBatch) -> Result<()> {
-        let max_bytes = self.limits.max_message_size_bytes.saturating_sub(MESSAGE_OVERHEAD);
-        let mut request: Vec<RawDocumentBuf> = Vec::with_capacity(self.docs_per_request.min(batch.docs));
+        let max_bytes = self
+            .limits
+            .max_message_size_bytes
+            .saturating_sub(MESSAGE_OVERHEAD);
+        let mut request: Vec<RawDocumentBuf> =
+            Vec::with_capacity(self.docs_per_request.min(batch.docs));
         let mut request_bytes = 0usize;
         for chunk in &batch.chunks {
             for doc in chunk.iter() {
@@ -115,14 +119,19 @@ impl MongoSink {
                     });
                 }
                 if !request.is_empty()
-                    && (request.len() >= self.docs_per_request || request_bytes + doc.len() > max_bytes)
+                    && (request.len() >= self.docs_per_request
+                        || request_bytes + doc.len() > max_bytes)
                 {
-                    let full = std::mem::replace(&mut request, Vec::with_capacity(self.docs_per_request));
+                    let full =
+                        std::mem::replace(&mut request, Vec::with_capacity(self.docs_per_request));
                     self.send(full, request_bytes).await?;
                     request_bytes = 0;
                 }
                 request_bytes += doc.len();
-                request.push(RawDocumentBuf::from_bytes(doc.to_vec()).map_err(|e| Error::Internal(e.to_string()))?);
+                request.push(
+                    RawDocumentBuf::from_bytes(doc.to_vec())
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                );
             }
         }
         if !request.is_empty() {
@@ -137,7 +146,8 @@ impl MongoSink {
         }
         let collection = self.collection.clone();
         let namespace = self.namespace.clone();
-        self.in_flight.spawn(insert(collection, namespace, docs, bytes));
+        self.in_flight
+            .spawn(insert(collection, namespace, docs, bytes));
         Ok(())
     }
 
@@ -149,12 +159,19 @@ impl MongoSink {
         Ok(())
     }
 
-    /// Wait for every request in flight; the totals of the run.
-    pub async fn finish(mut self) -> Result<WriteStats> {
+    /// Wait for every request in flight; the totals of the run. Every
+    /// request is awaited even when one fails; the first error is returned.
+    pub async fn finish(&mut self) -> Result<WriteStats> {
+        let mut first_error = None;
         while !self.in_flight.is_empty() {
-            self.join_one().await?;
+            if let Err(e) = self.join_one().await {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(self.stats)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(self.stats),
+        }
     }
 }
 
@@ -165,7 +182,12 @@ async fn insert(
     bytes: usize,
 ) -> Result<WriteStats> {
     let n = docs.len() as u64;
-    let base = WriteStats { inserted: n, already_present: 0, bytes: bytes as u64, requests: 1 };
+    let base = WriteStats {
+        inserted: n,
+        already_present: 0,
+        bytes: bytes as u64,
+        requests: 1,
+    };
     match collection.insert_many(&docs).ordered(false).await {
         Ok(_) => Ok(base),
         Err(e) => {
@@ -174,10 +196,17 @@ async fn insert(
                 let dups = errors.iter().filter(|w| w.code == DUPLICATE_KEY).count() as u64;
                 let other = errors.iter().find(|w| w.code != DUPLICATE_KEY);
                 if other.is_none() && failure.write_concern_error.is_none() && dups > 0 {
-                    return Ok(WriteStats { inserted: n - dups, already_present: dups, ..base });
+                    return Ok(WriteStats {
+                        inserted: n - dups,
+                        already_present: dups,
+                        ..base
+                    });
                 }
                 if let Some(w) = other {
-                    let id = docs.get(w.index).map(|d| describe_id(d.as_bytes())).unwrap_or_default();
+                    let id = docs
+                        .get(w.index)
+                        .map(|d| describe_id(d.as_bytes()))
+                        .unwrap_or_default();
                     return Err(Error::Write {
                         namespace,
                         message: format!(
@@ -190,14 +219,20 @@ async fn insert(
                     });
                 }
             }
-            Err(Error::Write { namespace, message: redact::scrub(&crate::source::postgres::error_chain(&e)) })
+            Err(Error::Write {
+                namespace,
+                message: redact::scrub(&crate::source::postgres::error_chain(&e)),
+            })
         }
     }
 }
 
 /// `_id: 42` of a raw document, for messages.
 fn describe_id(doc: &[u8]) -> String {
-    match bson::RawDocument::from_bytes(doc).ok().and_then(|d| d.get("_id").ok().flatten()) {
+    match bson::RawDocument::from_bytes(doc)
+        .ok()
+        .and_then(|d| d.get("_id").ok().flatten())
+    {
         Some(id) => match bson::Bson::try_from(id) {
             Ok(b) => format!("_id: {b}"),
             Err(_) => "_id unreadable".into(),
@@ -210,11 +245,13 @@ fn describe_id(doc: &[u8]) -> String {
 pub async fn connect(uri: &str) -> Result<Client> {
     redact::register_uri(uri);
     let target = redact::uri(uri);
-    let mut options = ClientOptions::parse(uri).await.map_err(|e| Error::Connect {
-        system: SYSTEM,
-        target: target.clone(),
-        message: redact::scrub(&e.to_string()),
-    })?;
+    let mut options = ClientOptions::parse(uri)
+        .await
+        .map_err(|e| Error::Connect {
+            system: SYSTEM,
+            target: target.clone(),
+            message: redact::scrub(&e.to_string()),
+        })?;
     if options.server_selection_timeout.is_none() {
         options.server_selection_timeout = Some(Duration::from_secs(10));
     }
@@ -229,11 +266,14 @@ pub async fn connect(uri: &str) -> Result<Client> {
 }
 
 async fn server_limits(db: &mongodb::Database, uri: &str) -> Result<ServerLimits> {
-    let reply = db.run_command(doc! { "hello": 1 }).await.map_err(|e| Error::Connect {
-        system: SYSTEM,
-        target: redact::uri(uri),
-        message: redact::scrub(&e.to_string()),
-    })?;
+    let reply = db
+        .run_command(doc! { "hello": 1 })
+        .await
+        .map_err(|e| Error::Connect {
+            system: SYSTEM,
+            target: redact::uri(uri),
+            message: redact::scrub(&e.to_string()),
+        })?;
     let get = |key: &str, default: usize| -> usize {
         match reply.get(key) {
             Some(bson::Bson::Int32(v)) => *v as usize,

@@ -44,11 +44,18 @@ pub enum PgKind {
     Float4,
     Float8,
     /// NUMERIC(precision, scale).
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
     /// TEXT/VARCHAR/NAME; `padded` for CHAR(n).
-    Text { padded: bool },
+    Text {
+        padded: bool,
+    },
     /// JSON, JSONB (binary form has a version byte) and SUPER.
-    Json { jsonb: bool },
+    Json {
+        jsonb: bool,
+    },
     Bytea,
     Date,
     Timestamp,
@@ -68,7 +75,9 @@ impl PgKind {
             Type::FLOAT4 => PgKind::Float4,
             Type::FLOAT8 => PgKind::Float8,
             Type::NUMERIC => numeric_kind(name, typmod)?,
-            Type::TEXT | Type::VARCHAR | Type::NAME | Type::UNKNOWN => PgKind::Text { padded: false },
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::UNKNOWN => {
+                PgKind::Text { padded: false }
+            }
             Type::BPCHAR => PgKind::Text { padded: true },
             Type::JSON => PgKind::Json { jsonb: false },
             Type::JSONB => PgKind::Json { jsonb: true },
@@ -128,19 +137,25 @@ fn numeric_kind(name: &str, typmod: i32) -> Result<PgKind> {
         return Err(Error::UnsupportedType {
             column: name.to_string(),
             type_name: "numeric without precision and scale".into(),
-            hint: "; cast it in the query to the precision you need, e.g. `col::numeric(38,10)`".into(),
+            hint: "; cast it in the query to the precision you need, e.g. `col::numeric(38,10)`"
+                .into(),
         });
     }
     let t = typmod - 4;
     let precision = (t >> 16) & 0xffff;
     // PostgreSQL 15 allows a negative scale, stored as 11-bit two's complement.
     let scale_bits = t & 0x7ff;
-    let scale = if scale_bits & 0x400 != 0 { scale_bits - 0x800 } else { scale_bits };
+    let scale = if scale_bits & 0x400 != 0 {
+        scale_bits - 0x800
+    } else {
+        scale_bits
+    };
     if !(1..=38).contains(&precision) || !(-38..=38).contains(&scale) {
         return Err(Error::UnsupportedType {
             column: name.to_string(),
             type_name: format!("numeric({precision},{scale})"),
-            hint: "; at most 38 digits fit a Decimal128, cast it to a smaller numeric or to text".into(),
+            hint: "; at most 38 digits fit a Decimal128, cast it to a smaller numeric or to text"
+                .into(),
         });
     }
     Ok(PgKind::Numeric {
@@ -220,7 +235,8 @@ impl ColumnDecoder {
                     .with_precision_and_scale(precision, scale)
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 build(values, builder, |b, v| {
-                    let x = numeric_to_i128(v, scale).map_err(|e| ValueError::Message(e.to_string()))?;
+                    let x = numeric_to_i128(v, scale)
+                        .map_err(|e| ValueError::Message(e.to_string()))?;
                     if x.unsigned_abs() >= 10u128.pow(precision as u32) {
                         return Err(ValueError::Message(format!(
                             "value does not fit numeric({precision},{scale})"
@@ -275,18 +291,26 @@ impl ColumnDecoder {
                     Ok(())
                 })
             }
-            PgKind::Time => build(values, Time64MicrosecondBuilder::with_capacity(n), |b, v| {
-                b.append_value(i64::from_be_bytes(fixed(v)?));
-                Ok(())
-            }),
-            PgKind::Timetz => build(values, Time64MicrosecondBuilder::with_capacity(n), |b, v| {
-                let v: [u8; 12] = fixed(v)?;
-                let local = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-                // The zone is in seconds *west* of UTC: UTC = local + zone.
-                let zone = i32::from_be_bytes(v[8..].try_into().expect("4 bytes")) as i64;
-                b.append_value((local + zone * 1_000_000).rem_euclid(MICROS_PER_DAY));
-                Ok(())
-            }),
+            PgKind::Time => build(
+                values,
+                Time64MicrosecondBuilder::with_capacity(n),
+                |b, v| {
+                    b.append_value(i64::from_be_bytes(fixed(v)?));
+                    Ok(())
+                },
+            ),
+            PgKind::Timetz => build(
+                values,
+                Time64MicrosecondBuilder::with_capacity(n),
+                |b, v| {
+                    let v: [u8; 12] = fixed(v)?;
+                    let local = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                    // The zone is in seconds *west* of UTC: UTC = local + zone.
+                    let zone = i32::from_be_bytes(v[8..].try_into().expect("4 bytes")) as i64;
+                    b.append_value((local + zone * 1_000_000).rem_euclid(MICROS_PER_DAY));
+                    Ok(())
+                },
+            ),
         };
         result.map_err(|(i, e)| Error::Value {
             column: self.name.clone(),
@@ -351,7 +375,8 @@ fn build<'a, B: AppendNull>(
 }
 
 fn fixed<const N: usize>(v: &[u8]) -> std::result::Result<[u8; N], ValueError> {
-    v.try_into().map_err(|_| ValueError::Malformed("unexpected length"))
+    v.try_into()
+        .map_err(|_| ValueError::Malformed("unexpected length"))
 }
 
 fn utf8(v: &[u8]) -> std::result::Result<&str, ValueError> {
@@ -446,15 +471,24 @@ mod tests {
     #[test]
     fn numeric_groups_and_scale() {
         // 12345.678 = [1, 2345, 6780] weight 1
-        assert_eq!(numeric_to_i128(&numeric(1, false, &[1, 2345, 6780]), 4), Ok(123_456_780));
+        assert_eq!(
+            numeric_to_i128(&numeric(1, false, &[1, 2345, 6780]), 4),
+            Ok(123_456_780)
+        );
         // -0.0001 = [1] weight -1
         assert_eq!(numeric_to_i128(&numeric(-1, true, &[1]), 4), Ok(-1));
         // 10^8 = [1] weight 2 (trailing zero groups stripped)
-        assert_eq!(numeric_to_i128(&numeric(2, false, &[1]), 2), Ok(10_000_000_000));
+        assert_eq!(
+            numeric_to_i128(&numeric(2, false, &[1]), 2),
+            Ok(10_000_000_000)
+        );
         // zero has no groups
         assert_eq!(numeric_to_i128(&numeric(0, false, &[]), 10), Ok(0));
         // more fractional digits than the scale
-        assert_eq!(numeric_to_i128(&numeric(-1, false, &[5]), 2), Err(NumericError::Inexact));
+        assert_eq!(
+            numeric_to_i128(&numeric(-1, false, &[5]), 2),
+            Err(NumericError::Inexact)
+        );
         let mut nan = numeric(0, false, &[]);
         nan[4..6].copy_from_slice(&0xC000u16.to_be_bytes());
         assert_eq!(numeric_to_i128(&nan, 2), Err(NumericError::NaN));
@@ -473,26 +507,42 @@ mod tests {
         let typmod = ((38 << 16) | 10) + 4;
         assert_eq!(
             numeric_kind("x", typmod).unwrap(),
-            PgKind::Numeric { precision: 38, scale: 10 }
+            PgKind::Numeric {
+                precision: 38,
+                scale: 10
+            }
         );
         assert!(numeric_kind("x", -1).is_err());
         // numeric(5,-2) in PostgreSQL 15
         let typmod = ((5 << 16) | (0x800 - 2)) + 4;
         assert_eq!(
             numeric_kind("x", typmod).unwrap(),
-            PgKind::Numeric { precision: 5, scale: -2 }
+            PgKind::Numeric {
+                precision: 5,
+                scale: -2
+            }
         );
     }
 
     #[test]
     fn redshift_super_is_json_text() {
-        let ty = Type::new("super".into(), REDSHIFT_SUPER_OID, tokio_postgres::types::Kind::Simple, "pg_catalog".into());
-        assert_eq!(PgKind::for_column("s", &ty, -1).unwrap(), PgKind::Json { jsonb: false });
+        let ty = Type::new(
+            "super".into(),
+            REDSHIFT_SUPER_OID,
+            tokio_postgres::types::Kind::Simple,
+            "pg_catalog".into(),
+        );
+        assert_eq!(
+            PgKind::for_column("s", &ty, -1).unwrap(),
+            PgKind::Json { jsonb: false }
+        );
     }
 
     #[test]
     fn unknown_type_names_column_and_type() {
-        let err = PgKind::for_column("span", &Type::INTERVAL, -1).unwrap_err().to_string();
+        let err = PgKind::for_column("span", &Type::INTERVAL, -1)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`span`") && err.contains("interval"), "{err}");
     }
 }

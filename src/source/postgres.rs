@@ -72,7 +72,10 @@ impl PgSource {
             })
             .collect::<Result<Vec<_>>>()?;
         let schema = Arc::new(Schema::new(
-            decoders.iter().map(|d| d.kind.field(&d.name)).collect::<Vec<_>>(),
+            decoders
+                .iter()
+                .map(|d| d.kind.field(&d.name))
+                .collect::<Vec<_>>(),
         ));
         let (tx, rx) = mpsc::channel(1);
         let fetch_rows = cfg.fetch_rows as i32;
@@ -131,7 +134,8 @@ impl BlockDecoder {
             .par_iter()
             .map(|d| d.decode(&block.rows, block.first_row))
             .collect::<Result<Vec<_>>>()?;
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| Error::Internal(e.to_string()))
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 }
 
@@ -145,7 +149,10 @@ async fn produce(
         let txn = client.transaction().await.map_err(query_error)?;
         let portal = txn.bind(&statement, &[]).await.map_err(query_error)?;
         loop {
-            let rows = txn.query_portal(&portal, fetch_rows).await.map_err(query_error)?;
+            let rows = txn
+                .query_portal(&portal, fetch_rows)
+                .await
+                .map_err(query_error)?;
             let last = rows.len() < fetch_rows as usize;
             if !rows.is_empty() && tx.send(Ok(rows)).await.is_err() {
                 // The consumer is gone: nothing more to do.
@@ -166,11 +173,13 @@ async fn produce(
 /// Connect with TLS as the URL's `sslmode` asks.
 pub async fn connect(url: &str) -> Result<Client> {
     redact::register_uri(url);
-    let config: Config = url.parse().map_err(|e: tokio_postgres::Error| Error::Connect {
-        system: SYSTEM,
-        target: redact::uri(url),
-        message: format!("bad connection URL: {}", redact::scrub(&e.to_string())),
-    })?;
+    let config: Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| Error::Connect {
+            system: SYSTEM,
+            target: redact::uri(url),
+            message: format!("bad connection URL: {}", redact::scrub(&e.to_string())),
+        })?;
     let target = describe_target(&config);
     let connect_err = |e: tokio_postgres::Error| Error::Connect {
         system: SYSTEM,
@@ -182,7 +191,10 @@ pub async fn connect(url: &str) -> Result<Client> {
         tokio::spawn(connection);
         client
     } else {
-        let (client, connection) = config.connect(tls_connector()?).await.map_err(connect_err)?;
+        let (client, connection) = config
+            .connect(tls_connector()?)
+            .await
+            .map_err(connect_err)?;
         tokio::spawn(connection);
         client
     };
@@ -208,7 +220,12 @@ fn describe_target(config: &Config) -> String {
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let port = config.get_ports().get(i).or(config.get_ports().first()).copied().unwrap_or(5432);
+            let port = config
+                .get_ports()
+                .get(i)
+                .or(config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
             match h {
                 Host::Tcp(name) => format!("{name}:{port}"),
                 Host::Unix(path) => format!("{}:{port}", path.display()),
@@ -217,7 +234,11 @@ fn describe_target(config: &Config) -> String {
         .collect();
     format!(
         "{}/{} as user {}",
-        if hosts.is_empty() { "localhost:5432".to_string() } else { hosts.join(",") },
+        if hosts.is_empty() {
+            "localhost:5432".to_string()
+        } else {
+            hosts.join(",")
+        },
         config.get_dbname().unwrap_or("(default)"),
         config.get_user().unwrap_or("(default)")
     )

@@ -20,29 +20,43 @@ pub fn pg_url() -> String {
 }
 
 pub fn mongo_uri() -> String {
-    std::env::var("MONGODB_URI").expect("MONGODB_URI is not set: run the tests with scripts/test.sh")
+    std::env::var("MONGODB_URI")
+        .expect("MONGODB_URI is not set: run the tests with scripts/test.sh")
 }
 
 /// A name unique to this test process and call, usable as a table,
 /// database or collection name.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub async fn pg() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&pg_url(), NoTls).await.expect("connect to PostgreSQL");
+    let (client, conn) = tokio_postgres::connect(&pg_url(), NoTls)
+        .await
+        .expect("connect to PostgreSQL");
     tokio::spawn(conn);
     client
 }
 
 pub async fn pg_exec(sql: &str) {
-    pg().await.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    pg().await
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
 }
 
 /// Rows of `sql` as text (None for NULL), keyed by column name.
 pub async fn pg_text_rows(sql: &str) -> Vec<BTreeMap<String, Option<String>>> {
-    let msgs = pg().await.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    let msgs = pg()
+        .await
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     msgs.into_iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(r) => Some(
@@ -58,22 +72,41 @@ pub async fn pg_text_rows(sql: &str) -> Vec<BTreeMap<String, Option<String>>> {
 }
 
 pub async fn mongo() -> mongodb::Client {
-    mongodb::Client::with_uri_str(mongo_uri()).await.expect("MongoDB client")
+    mongodb::Client::with_uri_str(mongo_uri())
+        .await
+        .expect("MongoDB client")
 }
 
 /// Every document of a collection, sorted by `_id`.
 pub async fn mongo_docs(db: &str, coll: &str) -> Vec<Document> {
     let c = mongo().await.database(db).collection::<Document>(coll);
-    c.find(doc! {}).sort(doc! {"_id": 1}).await.expect("find").try_collect().await.expect("cursor")
+    c.find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("cursor")
 }
 
 pub async fn mongo_count(db: &str, coll: &str) -> u64 {
-    mongo().await.database(db).collection::<Document>(coll).count_documents(doc! {}).await.expect("count")
+    mongo()
+        .await
+        .database(db)
+        .collection::<Document>(coll)
+        .count_documents(doc! {})
+        .await
+        .expect("count")
 }
 
 /// Whether the target server stores Decimal128 (FerretDB v1 does not).
 pub async fn mongo_has_decimal128() -> bool {
-    let info = mongo().await.database("admin").run_command(doc! {"buildInfo": 1}).await.expect("buildInfo");
+    let info = mongo()
+        .await
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .expect("buildInfo");
     !info.contains_key("ferretdbVersion")
 }
 
@@ -86,13 +119,20 @@ pub async fn drop_db(db: &str) {
 pub fn job(toml: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("job.toml");
-    let text = toml.replace("{PG}", &pg_url()).replace("{MONGO}", &mongo_uri());
+    let text = toml
+        .replace("{PG}", &pg_url())
+        .replace("{MONGO}", &mongo_uri());
     std::fs::write(&path, text).expect("write job");
     (dir, path)
 }
 
 /// A minimal job reading `query` into `db.coll`, with extra `[mapping]` lines.
-pub fn simple_job(query: &str, db: &str, coll: &str, mapping: &str) -> (tempfile::TempDir, PathBuf) {
+pub fn simple_job(
+    query: &str,
+    db: &str,
+    coll: &str,
+    mapping: &str,
+) -> (tempfile::TempDir, PathBuf) {
     job(&format!(
         "[source]\nurl = \"{{PG}}\"\nquery = \"\"\"{query}\"\"\"\nfetch_rows = 1000\n\n\
          [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"{coll}\"\n\n[mapping]\n{mapping}\n"
@@ -121,7 +161,13 @@ pub fn stdout(o: &Output) -> String {
 
 /// Assert a successful run and return its stdout.
 pub fn assert_ok(o: &Output) -> String {
-    assert!(o.status.success(), "shiftload failed ({:?}):\n{}{}", o.status.code(), stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "shiftload failed ({:?}):\n{}{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
     stdout(o)
 }
 
@@ -136,7 +182,11 @@ pub fn bson_to_json(b: &Bson) -> serde_json::Value {
         Bson::Double(v) => Value::from(*v),
         Bson::String(s) => Value::String(s.clone()),
         Bson::Array(a) => Value::Array(a.iter().map(bson_to_json).collect()),
-        Bson::Document(d) => Value::Object(d.iter().map(|(k, v)| (k.clone(), bson_to_json(v))).collect()),
+        Bson::Document(d) => Value::Object(
+            d.iter()
+                .map(|(k, v)| (k.clone(), bson_to_json(v)))
+                .collect(),
+        ),
         other => panic!("no JSON form for {other:?}"),
     }
 }

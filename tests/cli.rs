@@ -1,0 +1,201 @@
+//! Bad input through the real binary: each case checks the exit code and
+//! that the message names what to fix, and that nothing leaks a password.
+
+mod common;
+
+use common::*;
+
+const PG_SECRET: &str = "pg-Secret-4711";
+const MONGO_SECRET: &str = "mongo-Secret-0815";
+
+fn assert_no_secret(text: &str) {
+    for s in [PG_SECRET, MONGO_SECRET, "shiftload-local-pw"] {
+        assert!(!text.contains(s), "secret {s:?} leaked: {text}");
+    }
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let (_d, path) = job(
+        "[source]\nurl = \"{PG}\"\nqurey = \"select 1\"\n[target]\nuri = \"{MONGO}\"\ndatabase = \"d\"\ncollection = \"c\"\n",
+    );
+    for cmd in ["validate", "run"] {
+        let out = shiftload(&[cmd, path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("unknown field `qurey`") && err.contains("line 3"),
+            "{cmd}: {err}"
+        );
+        assert_no_secret(&err);
+    }
+}
+
+#[test]
+fn missing_key_is_named() {
+    let (_d, path) = job("[source]\nurl = \"{PG}\"\nquery = \"select 1\"\n[target]\nuri = \"{MONGO}\"\ndatabase = \"d\"\n");
+    let out = shiftload(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("missing field `collection`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn validate_accepts_a_good_job_without_touching_servers() {
+    let (_d, path) = job(
+        "[source]\nurl = \"postgresql://u:p@127.0.0.1:1/d\"\nquery = \"select 1\"\n\
+         [target]\nuri = \"mongodb://127.0.0.1:1/\"\ndatabase = \"d\"\ncollection = \"c\"\n",
+    );
+    let out = shiftload(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).ends_with(": ok\n"));
+}
+
+#[test]
+fn unreachable_postgres_names_host_and_hides_password() {
+    let db = unique("cli_pg");
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"postgresql://bob:{PG_SECRET}@127.0.0.1:1/nowhere?sslmode=disable\"\nquery = \"select 1\"\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n"
+    ));
+    let out = run_job(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot connect to PostgreSQL/Redshift at 127.0.0.1:1/nowhere as user bob"),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "{err}");
+    assert_no_secret(&err);
+}
+
+#[test]
+fn wrong_postgres_password_is_reported_without_echoing_it() {
+    let url = pg_url().replace("shiftload-local-pw", PG_SECRET);
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{url}\"\nquery = \"select 1\"\n[target]\nuri = \"{{MONGO}}\"\ndatabase = \"d\"\ncollection = \"c\"\n"
+    ));
+    let out = run_job(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert_no_secret(&err);
+}
+
+#[test]
+fn unreachable_mongodb_names_host_and_hides_password() {
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"select 1\"\n\
+         [target]\nuri = \"mongodb://alice:{MONGO_SECRET}@127.0.0.1:1/?serverSelectionTimeoutMS=1500\"\n\
+         database = \"d\"\ncollection = \"c\"\n"
+    ));
+    let out = run_job(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot connect to MongoDB at mongodb://alice:***@127.0.0.1:1/"),
+        "{err}"
+    );
+    assert_no_secret(&err);
+}
+
+#[tokio::test]
+async fn sql_error_surfaces_the_server_message() {
+    let db = unique("cli_sql");
+    let (_d, path) = simple_job("SELECT * FROM no_such_table_here", &db, "c", "");
+    let out = run_job(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("42P01") && err.contains("relation \"no_such_table_here\" does not exist"),
+        "{err}"
+    );
+    assert_eq!(mongo_count(&db, "c").await, 0);
+}
+
+#[tokio::test]
+async fn unmappable_type_names_column_and_type() {
+    let db = unique("cli_type");
+    let (_d, path) = simple_job("SELECT 1 AS id, interval '3 days' AS span", &db, "c", "");
+    let out = run_job(&path);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("column `span` has type interval"), "{err}");
+    assert!(err.contains("cast it in the query"), "{err}");
+    assert_eq!(mongo_count(&db, "c").await, 0);
+}
+
+#[tokio::test]
+async fn mapping_naming_a_missing_column_is_a_config_error() {
+    let db = unique("cli_map");
+    let (_d, path) = simple_job(
+        "SELECT 1 AS id, 'x' AS name",
+        &db,
+        "c",
+        "id = [\"order_id\"]",
+    );
+    let out = run_job(&path);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("mapping.id")
+            && err.contains("`order_id`")
+            && err.contains("columns: id, name"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn empty_result_is_a_clean_run_that_writes_nothing() {
+    let db = unique("cli_empty");
+    let (_d, path) = simple_job("SELECT 1 AS id WHERE false", &db, "c", "id = [\"id\"]");
+    let out = assert_ok(&run_job(&path));
+    assert!(out.contains("rows read     0"), "{out}");
+    assert!(out.contains("0 inserted"), "{out}");
+    assert_eq!(mongo_count(&db, "c").await, 0);
+}
+
+#[tokio::test]
+async fn bad_value_names_column_and_row_key_and_keeps_earlier_writes() {
+    let table = unique("cli_nan");
+    let db = unique("cli_nan");
+    pg_exec(&format!(
+        "CREATE TABLE {table} (id int, amount numeric(10,2));
+         INSERT INTO {table} SELECT i, i FROM generate_series(1, 50) i;
+         INSERT INTO {table} VALUES (51, 'NaN');"
+    ))
+    .await;
+    // One row per batch: the 50 good rows are written before the bad one.
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table} ORDER BY id\"\nfetch_rows = 10\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nwriters = 1\n\
+         [mapping]\nid = [\"id\"]\ndecimal = \"string\"\n"
+    ));
+    let out = run_job(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("column `amount`") && err.contains("row 51") && err.contains("NaN"),
+        "{err}"
+    );
+    assert_eq!(mongo_count(&db, "c").await, 50);
+    drop_db(&db).await;
+}
+
+#[test]
+fn committed_json_schema_matches_the_config_types() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/job.schema.json"
+    ))
+    .unwrap();
+    let out = shiftload(&["schema"]);
+    assert_eq!(
+        stdout(&out),
+        committed,
+        "schemas/job.schema.json is stale: regenerate it with `shiftload schema > schemas/job.schema.json`"
+    );
+}

@@ -1,0 +1,215 @@
+//! Whole transfers of the reference table through the real binary, read back
+//! and compared with the source row by row.
+
+mod common;
+
+use std::collections::HashMap;
+
+use bson::{Bson, Document};
+use common::*;
+
+/// The reference table (scripts/seed-demo.sql) under another name.
+async fn seed(rows: u64) -> String {
+    let table = unique("orders");
+    let sql = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/seed-demo.sql"
+    ))
+    .unwrap()
+    .replace("demo_orders", &table)
+    .replace(":rows", &rows.to_string());
+    pg_exec(&sql).await;
+    table
+}
+
+fn get<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
+    let mut parts = path.split('.');
+    let mut cur = doc.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_document()?.get(p)?;
+    }
+    Some(cur)
+}
+
+#[tokio::test]
+async fn reference_table_transfers_exactly_and_reruns_idempotently() {
+    const ROWS: u64 = 20_000;
+    let table = seed(ROWS).await;
+    let db = unique("t_ref");
+    let (_d, path) = job(&format!(
+        r#"[source]
+url = "{{PG}}"
+query = "SELECT * FROM {table}"
+fetch_rows = 3000
+
+[target]
+uri = "{{MONGO}}"
+database = "{db}"
+collection = "orders"
+write_batch_docs = 1000
+
+[mapping]
+id = ["order_id"]
+exclude = ["order_id"]
+decimal = "string"
+
+[mapping.rename]
+customer_id = "customer.id"
+customer_name = "customer.name"
+"#
+    ));
+    let out = assert_ok(&run_job(&path));
+    assert!(out.contains("20,000 inserted, 0 already present"), "{out}");
+    assert!(out.contains("in 7 batches"), "{out}");
+    assert!(out.contains("peak RSS"), "{out}");
+
+    let expected = pg_text_rows(&format!(
+        "SELECT order_id, customer_id, quantity, amount, discount::float8 AS discount, score, is_paid,
+                rtrim(status) AS status, customer_name, note,
+                (order_date - date '1970-01-01') * 86400000::bigint AS order_date,
+                floor(extract(epoch FROM created_at) * 1000)::bigint AS created_at,
+                floor(extract(epoch FROM updated_at) * 1000)::bigint AS updated_at
+         FROM {table} ORDER BY order_id"
+    ))
+    .await;
+    let docs = mongo_docs(&db, "orders").await;
+    assert_eq!(docs.len() as u64, ROWS);
+    for (doc, row) in docs.iter().zip(&expected) {
+        let v = |c: &str| row[c].clone();
+        assert_eq!(
+            doc.get("_id"),
+            Some(&Bson::Int64(v("order_id").unwrap().parse().unwrap()))
+        );
+        assert_eq!(
+            get(doc, "customer.id"),
+            Some(&Bson::Int32(v("customer_id").unwrap().parse().unwrap()))
+        );
+        assert_eq!(
+            get(doc, "customer.name"),
+            Some(&Bson::String(v("customer_name").unwrap()))
+        );
+        assert_eq!(
+            doc.get("quantity"),
+            v("quantity")
+                .map(|q| Bson::Int32(q.parse().unwrap()))
+                .as_ref()
+        );
+        assert_eq!(doc.get("amount"), Some(&Bson::String(v("amount").unwrap())));
+        assert_eq!(
+            doc.get("discount"),
+            Some(&Bson::Double(v("discount").unwrap().parse().unwrap()))
+        );
+        assert_eq!(
+            doc.get("score"),
+            Some(&Bson::Double(v("score").unwrap().parse().unwrap()))
+        );
+        assert_eq!(
+            doc.get("is_paid"),
+            Some(&Bson::Boolean(v("is_paid").unwrap() == "t"))
+        );
+        assert_eq!(doc.get("status"), Some(&Bson::String(v("status").unwrap())));
+        assert_eq!(doc.get("note"), v("note").map(Bson::String).as_ref());
+        for c in ["order_date", "created_at", "updated_at"] {
+            let ms: i64 = v(c).unwrap().parse().unwrap();
+            assert_eq!(
+                doc.get(c),
+                Some(&Bson::DateTime(bson::DateTime::from_millis(ms))),
+                "{c}"
+            );
+        }
+        // _id, customer, and the 10 other columns less those that are NULL.
+        let nulls = v("quantity").is_none() as usize + v("note").is_none() as usize;
+        assert_eq!(doc.len(), 12 - nulls, "{doc:?}");
+    }
+
+    // A second run finds every document already there and writes nothing new.
+    let out = assert_ok(&run_job(&path));
+    assert!(out.contains("0 inserted, 20,000 already present"), "{out}");
+    assert_eq!(mongo_count(&db, "orders").await, ROWS);
+    drop_db(&db).await;
+}
+
+#[tokio::test]
+async fn include_rename_and_composite_id() {
+    let table = seed(100).await;
+    let db = unique("t_map");
+    let (_d, path) = simple_job(
+        &format!("SELECT * FROM {table}"),
+        &db,
+        "c",
+        "id = [\"customer_id\", \"order_id\"]\ninclude = [\"status\", \"note\", \"order_date\"]\n\
+         timestamp = \"string\"\ntrim_char = false\n[mapping.rename]\nstatus = \"meta.state\"\nnote = \"meta.text.note\"",
+    );
+    assert_ok(&run_job(&path));
+    let want: HashMap<i64, _> = pg_text_rows(&format!(
+        "SELECT order_id, customer_id, status, note, order_date FROM {table}"
+    ))
+    .await
+    .into_iter()
+    .map(|r| (r["order_id"].as_ref().unwrap().parse().unwrap(), r))
+    .collect();
+    let docs = mongo_docs(&db, "c").await;
+    assert_eq!(docs.len(), 100);
+    for doc in &docs {
+        let id = doc.get_document("_id").unwrap();
+        assert_eq!(
+            id.keys().collect::<Vec<_>>(),
+            ["customer_id", "order_id"],
+            "key order kept"
+        );
+        let row = &want[&id.get_i64("order_id").unwrap()];
+        assert_eq!(
+            id.get_i32("customer_id").unwrap().to_string(),
+            *row["customer_id"].as_ref().unwrap()
+        );
+        let mut keys: Vec<&String> = doc.keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["_id", "meta", "order_date"]);
+        // trim_char = false keeps CHAR(8) padding.
+        assert_eq!(
+            get(doc, "meta.state").unwrap().as_str().unwrap(),
+            row["status"].as_ref().unwrap()
+        );
+        assert_eq!(get(doc, "meta.state").unwrap().as_str().unwrap().len(), 8);
+        assert_eq!(
+            get(doc, "meta.text.note").and_then(Bson::as_str),
+            row["note"].as_deref()
+        );
+        assert_eq!(
+            doc.get_str("order_date").unwrap(),
+            row["order_date"].as_ref().unwrap()
+        );
+    }
+    // A NULL note leaves out the whole `meta.text` sub-document under null = "omit".
+    let null_note = docs
+        .iter()
+        .find(|d| get(d, "meta.text").is_none())
+        .expect("a row with a NULL note");
+    assert!(get(null_note, "meta.state").is_some());
+    drop_db(&db).await;
+}
+
+#[tokio::test]
+async fn without_id_each_document_gets_an_object_id() {
+    let table = seed(500).await;
+    let db = unique("t_oid");
+    let (_d, path) = simple_job(
+        &format!("SELECT order_id, status FROM {table}"),
+        &db,
+        "c",
+        "",
+    );
+    assert_ok(&run_job(&path));
+    let docs = mongo_docs(&db, "c").await;
+    assert_eq!(docs.len(), 500);
+    assert!(docs
+        .iter()
+        .all(|d| matches!(d.get("_id"), Some(Bson::ObjectId(_)))));
+    let mut orders: Vec<i64> = docs
+        .iter()
+        .map(|d| d.get_i64("order_id").unwrap())
+        .collect();
+    orders.sort();
+    assert_eq!(orders, (1..=500).collect::<Vec<_>>());
+    drop_db(&db).await;
+}
