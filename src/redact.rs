@@ -112,9 +112,7 @@ fn mask_password_pairs(text: &str) -> String {
 
 fn uri_password(text: &str) -> Option<String> {
     let after = &text[text.find("://")? + 3..];
-    let end = after
-        .find(['/', '?', '#'])
-        .unwrap_or(after.len());
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
     let authority = &after[..end];
     let userinfo = &authority[..authority.rfind('@')?];
     let pw = &userinfo[userinfo.find(':')? + 1..];
