@@ -60,6 +60,23 @@ enum Command {
     },
     /// Print the JSON Schema of job files.
     Schema,
+    /// Measure the first stages of a job (fetch + decode, or + encode)
+    /// without writing anything.
+    Bench {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// How far to take the data.
+        #[arg(long, value_enum, default_value_t = BenchStage::Source)]
+        stage: BenchStage,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchStage {
+    /// Fetch and decode into Arrow.
+    Source,
+    /// Fetch, decode and encode into BSON.
+    Encode,
 }
 
 fn main() -> ExitCode {
@@ -82,24 +99,15 @@ fn main() -> ExitCode {
             quiet,
             no_progress,
         } => run(&job, quiet, no_progress),
+        Command::Bench { job, stage } => bench(&job, stage),
     };
     ExitCode::from(code)
 }
 
 fn run(path: &Path, quiet: bool, no_progress: bool) -> u8 {
-    let job = match JobConfig::load(path) {
-        Ok(job) => job,
-        Err(e) => return report(&e),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::FAILED;
-        }
+    let (job, runtime) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let bar = (!quiet && !no_progress && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();
@@ -135,6 +143,46 @@ fn run(path: &Path, quiet: bool, no_progress: bool) -> u8 {
         }
         Err(e) => report(&e),
     }
+}
+
+fn bench(path: &Path, stage: BenchStage) -> u8 {
+    let (job, runtime) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let stage = match stage {
+        BenchStage::Source => pipeline::Stage::Source,
+        BenchStage::Encode => pipeline::Stage::Encode,
+    };
+    match runtime.block_on(pipeline::drain(&job, stage)) {
+        Ok(s) => {
+            let secs = s.elapsed.as_secs_f64().max(1e-9);
+            println!(
+                "{stage:?}: {} rows in {} batches, {secs:.2} s, {} rows/s, Arrow {}, BSON {}, peak RSS {}",
+                s.rows,
+                s.batches,
+                (s.rows as f64 / secs) as u64,
+                bytes(s.arrow_bytes),
+                bytes(s.bson_bytes),
+                s.peak_rss_bytes.map(bytes).unwrap_or_else(|| "unknown".into())
+            );
+            exit::OK
+        }
+        Err(e) => report(&e),
+    }
+}
+
+/// The job and a runtime to run it on, or the exit code of the failure.
+fn load(path: &Path) -> Result<(JobConfig, tokio::runtime::Runtime), u8> {
+    let job = JobConfig::load(path).map_err(|e| report(&e))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::FAILED
+        })?;
+    Ok((job, runtime))
 }
 
 fn report(e: &shiftload::Error) -> u8 {

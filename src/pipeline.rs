@@ -122,3 +122,63 @@ async fn pump(
     }
     Ok(())
 }
+
+/// How far [`drain`] takes the data before dropping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Fetch and decode into Arrow record batches.
+    Source,
+    /// Also encode into BSON documents.
+    Encode,
+}
+
+/// What [`drain`] measured.
+#[derive(Debug, Clone)]
+pub struct DrainSummary {
+    pub rows: u64,
+    pub batches: u64,
+    pub arrow_bytes: u64,
+    pub bson_bytes: u64,
+    pub elapsed: Duration,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Run the job's query through the first stages only and drop the result:
+/// per-stage throughput for benchmarks, without touching the target.
+pub async fn drain(job: &JobConfig, stage: Stage) -> Result<DrainSummary> {
+    let started = Instant::now();
+    let mut source = PgSource::open(&job.source, &job.source.query).await?;
+    let encoder = match stage {
+        Stage::Encode => Some(Arc::new(Encoder::new(&source.schema(), &job.mapping)?)),
+        Stage::Source => None,
+    };
+    let decoder = source.block_decoder();
+    let (mut rows, mut batches, mut arrow_bytes, mut bson_bytes) = (0u64, 0u64, 0u64, 0u64);
+    while let Some(block) = source.next_block().await {
+        let block = block?;
+        let (decoder, encoder) = (decoder.clone(), encoder.clone());
+        let first_row = rows;
+        let (arrow, bson) = tokio::task::spawn_blocking(move || -> Result<(usize, usize)> {
+            let batch = decoder.decode(&block)?;
+            let bson = match encoder {
+                Some(e) => e.encode(&batch, first_row)?.bytes,
+                None => 0,
+            };
+            Ok((batch.get_array_memory_size(), bson))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("decoder task: {e}")))??;
+        rows = source.rows_seen();
+        batches += 1;
+        arrow_bytes += arrow as u64;
+        bson_bytes += bson as u64;
+    }
+    Ok(DrainSummary {
+        rows,
+        batches,
+        arrow_bytes,
+        bson_bytes,
+        elapsed: started.elapsed(),
+        peak_rss_bytes: crate::memory::peak_rss_bytes(),
+    })
+}

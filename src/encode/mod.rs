@@ -12,6 +12,8 @@
 //! `_id` is always written first: the driver looks for it there.
 
 pub mod bson;
+#[doc(hidden)]
+pub mod reference;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

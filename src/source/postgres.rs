@@ -105,6 +105,11 @@ impl PgSource {
         Some(Ok(RowBlock { rows, first_row }))
     }
 
+    /// Rows fetched so far.
+    pub fn rows_seen(&self) -> u64 {
+        self.rows_seen
+    }
+
     /// A decoder for blocks, usable on another thread.
     pub fn block_decoder(&self) -> BlockDecoder {
         BlockDecoder {
