@@ -14,6 +14,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shiftload::config::{MappingConfig, NullPolicy};
 use shiftload::encode::{reference, Encoder};
 
+// The allocator the `shiftload` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ROWS: usize = 1_000_000;
 
 fn bench(c: &mut Criterion) {

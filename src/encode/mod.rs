@@ -24,7 +24,7 @@ use arrow_array::types::{
     Time64MicrosecondType, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
 };
-use arrow_array::{Array, ArrayRef, PrimitiveArray, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use rayon::prelude::*;
@@ -362,7 +362,7 @@ impl Encoder {
 
     fn write_document(
         &self,
-        encoders: &[Box<dyn FieldEncoder + '_>],
+        encoders: &[ColumnEncoder<'_>],
         row: usize,
         out: &mut Vec<u8>,
     ) -> std::result::Result<(), (usize, String)> {
@@ -398,7 +398,7 @@ impl Encoder {
     fn write_nodes(
         &self,
         nodes: &[Node],
-        encoders: &[Box<dyn FieldEncoder + '_>],
+        encoders: &[ColumnEncoder<'_>],
         row: usize,
         out: &mut Vec<u8>,
     ) -> std::result::Result<(), (usize, String)> {
@@ -526,11 +526,163 @@ fn check_encodable(field: &Field) -> Result<()> {
     }
 }
 
-/// Writes one column's value for a row: type byte, pre-encoded key, value.
-trait FieldEncoder: Sync {
-    fn is_null(&self, row: usize) -> bool;
+/// One column bound to one batch: its values as plain slices, its nulls, and
+/// its key pre-encoded. The row loop matches on `values` (a jump table, no
+/// virtual call) and writes type byte, key and value into the buffer.
+struct ColumnEncoder<'a> {
+    nulls: Option<NullBuffer>,
+    /// Type byte + key + NUL, for the columns whose BSON type is fixed.
+    prefix: Vec<u8>,
+    /// Key + NUL, for the columns whose BSON type depends on the value.
+    key: Vec<u8>,
+    values: Values<'a>,
+}
+
+enum Values<'a> {
+    I16(&'a [i16]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    Bool(&'a arrow_array::BooleanArray),
+    Str {
+        offsets: &'a [i32],
+        data: &'a [u8],
+        trim: bool,
+    },
+    LargeStr(&'a arrow_array::LargeStringArray),
+    Json(JsonText<'a>),
+    Bin {
+        offsets: &'a [i32],
+        data: &'a [u8],
+    },
+    Decimal {
+        values: &'a [i128],
+        scale: i8,
+        policy: DecimalPolicy,
+        overflow: OverflowPolicy,
+    },
+    Date {
+        days: &'a [i32],
+        policy: TimestampPolicy,
+    },
+    Timestamp {
+        values: &'a [i64],
+        /// Multiplier to microseconds (s, ms, µs), or 0 for nanoseconds.
+        to_micros: i64,
+        utc: bool,
+        policy: TimestampPolicy,
+    },
+    Time {
+        micros: &'a [i64],
+        policy: TimestampPolicy,
+    },
+}
+
+impl ColumnEncoder<'_> {
+    #[inline(always)]
+    fn is_null(&self, row: usize) -> bool {
+        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
+    }
+
     /// Append the element for a non-null `row`.
-    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String>;
+    #[inline(always)]
+    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        match &self.values {
+            Values::I16(v) => {
+                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(&(v[row] as i32).to_le_bytes());
+            }
+            Values::I32(v) => {
+                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(&v[row].to_le_bytes());
+            }
+            Values::I64(v) => {
+                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(&v[row].to_le_bytes());
+            }
+            Values::F32(v) => {
+                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(&(v[row] as f64).to_le_bytes());
+            }
+            Values::F64(v) => {
+                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(&v[row].to_le_bytes());
+            }
+            Values::Bool(v) => {
+                out.extend_from_slice(&self.prefix);
+                out.push(v.value(row) as u8);
+            }
+            Values::Str {
+                offsets,
+                data,
+                trim,
+            } => {
+                let mut s = &data[offsets[row] as usize..offsets[row + 1] as usize];
+                if *trim {
+                    while let [rest @ .., b' '] = s {
+                        s = rest;
+                    }
+                }
+                out.extend_from_slice(&self.prefix);
+                b::put_str(out, s);
+            }
+            Values::LargeStr(v) => {
+                out.extend_from_slice(&self.prefix);
+                b::put_str(out, v.value(row).as_bytes());
+            }
+            Values::Json(JsonText::Utf8(a)) => b::write_json(out, &self.key, a.value(row))?,
+            Values::Json(JsonText::LargeUtf8(a)) => b::write_json(out, &self.key, a.value(row))?,
+            Values::Bin { offsets, data } => {
+                let bytes = &data[offsets[row] as usize..offsets[row + 1] as usize];
+                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
+                out.push(0); // generic binary subtype
+                out.extend_from_slice(bytes);
+            }
+            Values::Decimal {
+                values,
+                scale,
+                policy,
+                overflow,
+            } => encode_decimal(values[row], *scale, *policy, *overflow, &self.key, out)?,
+            Values::Date { days, policy } => {
+                let instant = match days[row] {
+                    i32::MAX => Instant::Infinity(true),
+                    i32::MIN => Instant::Infinity(false),
+                    d => Instant::Day(d as i64),
+                };
+                encode_instant(instant, *policy, true, &self.key, out);
+            }
+            Values::Timestamp {
+                values,
+                to_micros,
+                utc,
+                policy,
+            } => {
+                let v = values[row];
+                let instant = match (*to_micros, v) {
+                    (1, i64::MAX) => Instant::Infinity(true),
+                    (1, i64::MIN) => Instant::Infinity(false),
+                    (1, v) => Instant::Micros(v),
+                    (0, v) => Instant::Micros(v.div_euclid(1_000)),
+                    (m, v) => Instant::Micros(v.saturating_mul(m)),
+                };
+                encode_instant(instant, *policy, *utc, &self.key, out);
+            }
+            Values::Time { micros, policy } => {
+                let v = micros[row];
+                if *policy == TimestampPolicy::Micros {
+                    b::put_element(out, b::INT64, &self.key);
+                    out.extend_from_slice(&v.to_le_bytes());
+                } else {
+                    b::put_element(out, b::STRING, &self.key);
+                    b::put_str(out, b::time_string(v).as_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn make_encoder<'a>(
@@ -538,393 +690,234 @@ fn make_encoder<'a>(
     field: &Field,
     key: &[u8],
     o: Options,
-) -> Result<Box<dyn FieldEncoder + 'a>> {
-    let key = key.to_vec();
-    let nulls = array.logical_nulls();
+) -> Result<ColumnEncoder<'a>> {
     let kind = field.metadata().get(KIND_KEY).map(String::as_str);
-    let enc: Box<dyn FieldEncoder + 'a> = match array.data_type() {
-        DataType::Boolean => Box::new(Enc {
-            nulls,
-            key,
-            values: array.as_boolean(),
-            write: |v: &arrow_array::BooleanArray, i, out: &mut Vec<u8>, k: &[u8]| {
-                b::put_element(out, b::BOOLEAN, k);
-                out.push(v.value(i) as u8);
-                Ok(())
-            },
-        }),
-        DataType::Int16 => Box::new(Enc {
-            nulls,
-            key,
-            values: array.as_primitive::<Int16Type>(),
-            write: |v: &PrimitiveArray<Int16Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-                b::put_element(out, b::INT32, k);
-                out.extend_from_slice(&(v.value(i) as i32).to_le_bytes());
-                Ok(())
-            },
-        }),
-        DataType::Int32 => Box::new(Enc {
-            nulls,
-            key,
-            values: array.as_primitive::<Int32Type>(),
-            write: |v: &PrimitiveArray<Int32Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-                b::put_element(out, b::INT32, k);
-                out.extend_from_slice(&v.value(i).to_le_bytes());
-                Ok(())
-            },
-        }),
-        DataType::Int64 => Box::new(Enc {
-            nulls,
-            key,
-            values: array.as_primitive::<Int64Type>(),
-            write: |v: &PrimitiveArray<Int64Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-                b::put_element(out, b::INT64, k);
-                out.extend_from_slice(&v.value(i).to_le_bytes());
-                Ok(())
-            },
-        }),
-        DataType::Float32 => Box::new(Enc {
-            nulls,
-            key,
-            values: array.as_primitive::<Float32Type>(),
-            write: |v: &PrimitiveArray<Float32Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-                b::put_element(out, b::DOUBLE, k);
-                out.extend_from_slice(&(v.value(i) as f64).to_le_bytes());
-                Ok(())
-            },
-        }),
-        DataType::Float64 => Box::new(Enc {
-            nulls,
-            key,
-            values: array.as_primitive::<Float64Type>(),
-            write: |v: &PrimitiveArray<Float64Type>, i, out: &mut Vec<u8>, k: &[u8]| {
-                b::put_element(out, b::DOUBLE, k);
-                out.extend_from_slice(&v.value(i).to_le_bytes());
-                Ok(())
-            },
-        }),
-        DataType::Utf8 | DataType::LargeUtf8 => {
-            let trim = kind == Some("char") && o.trim_char;
-            if kind == Some("json") && o.json == JsonPolicy::Parse {
-                if array.data_type() == &DataType::Utf8 {
-                    Box::new(Enc {
-                        nulls,
-                        key,
-                        values: array.as_string::<i32>(),
-                        write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
-                            b::write_json(out, k, v.value(i))
-                        },
-                    })
-                } else {
-                    Box::new(Enc {
-                        nulls,
-                        key,
-                        values: array.as_string::<i64>(),
-                        write: |v: &arrow_array::LargeStringArray,
-                                i,
-                                out: &mut Vec<u8>,
-                                k: &[u8]| {
-                            b::write_json(out, k, v.value(i))
-                        },
-                    })
-                }
-            } else if array.data_type() == &DataType::Utf8 {
-                if trim {
-                    Box::new(Enc {
-                        nulls,
-                        key,
-                        values: array.as_string::<i32>(),
-                        write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
-                            b::put_element(out, b::STRING, k);
-                            b::put_str(out, v.value(i).trim_end_matches(' ').as_bytes());
-                            Ok(())
-                        },
-                    })
-                } else {
-                    Box::new(Enc {
-                        nulls,
-                        key,
-                        values: array.as_string::<i32>(),
-                        write: |v: &arrow_array::StringArray, i, out: &mut Vec<u8>, k: &[u8]| {
-                            b::put_element(out, b::STRING, k);
-                            b::put_str(out, v.value(i).as_bytes());
-                            Ok(())
-                        },
-                    })
-                }
+    let (ty, values) = match array.data_type() {
+        DataType::Boolean => (b::BOOLEAN, Values::Bool(array.as_boolean())),
+        DataType::Int16 => (
+            b::INT32,
+            Values::I16(array.as_primitive::<Int16Type>().values()),
+        ),
+        DataType::Int32 => (
+            b::INT32,
+            Values::I32(array.as_primitive::<Int32Type>().values()),
+        ),
+        DataType::Int64 => (
+            b::INT64,
+            Values::I64(array.as_primitive::<Int64Type>().values()),
+        ),
+        DataType::Float32 => (
+            b::DOUBLE,
+            Values::F32(array.as_primitive::<Float32Type>().values()),
+        ),
+        DataType::Float64 => (
+            b::DOUBLE,
+            Values::F64(array.as_primitive::<Float64Type>().values()),
+        ),
+        DataType::Utf8 | DataType::LargeUtf8
+            if kind == Some("json") && o.json == JsonPolicy::Parse =>
+        {
+            let text = if array.data_type() == &DataType::Utf8 {
+                JsonText::Utf8(array.as_string::<i32>())
             } else {
-                Box::new(Enc {
-                    nulls,
-                    key,
-                    values: array.as_string::<i64>(),
-                    write: |v: &arrow_array::LargeStringArray, i, out: &mut Vec<u8>, k: &[u8]| {
-                        b::put_element(out, b::STRING, k);
-                        b::put_str(out, v.value(i).as_bytes());
-                        Ok(())
-                    },
-                })
-            }
+                JsonText::LargeUtf8(array.as_string::<i64>())
+            };
+            (0, Values::Json(text))
         }
-        DataType::Binary => Box::new(Enc {
-            nulls,
-            key,
-            values: array.as_binary::<i32>(),
-            write: |v: &arrow_array::BinaryArray, i, out: &mut Vec<u8>, k: &[u8]| {
-                let bytes = v.value(i);
-                b::put_element(out, b::BINARY, k);
-                out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
-                out.push(0); // generic binary subtype
-                out.extend_from_slice(bytes);
-                Ok(())
-            },
-        }),
-        DataType::Decimal128(_, scale) => {
-            let scale = *scale;
-            Box::new(DecimalEnc {
-                nulls,
-                key,
-                values: array.as_primitive::<Decimal128Type>(),
-                scale,
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            let values = Values::Str {
+                offsets: a.value_offsets(),
+                data: a.value_data(),
+                trim: kind == Some("char") && o.trim_char,
+            };
+            (b::STRING, values)
+        }
+        DataType::LargeUtf8 => (b::STRING, Values::LargeStr(array.as_string::<i64>())),
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            (
+                b::BINARY,
+                Values::Bin {
+                    offsets: a.value_offsets(),
+                    data: a.value_data(),
+                },
+            )
+        }
+        DataType::Decimal128(_, scale) => (
+            0,
+            Values::Decimal {
+                values: array.as_primitive::<Decimal128Type>().values(),
+                scale: *scale,
                 policy: o.decimal,
                 overflow: o.decimal_overflow,
-            })
-        }
-        DataType::Date32 => Box::new(TimeEnc {
-            nulls,
-            key,
-            values: TimeValues::Date(array.as_primitive::<Date32Type>()),
-            policy: o.timestamp,
-            utc: true,
-        }),
+            },
+        ),
+        DataType::Date32 => (
+            0,
+            Values::Date {
+                days: array.as_primitive::<Date32Type>().values(),
+                policy: o.timestamp,
+            },
+        ),
         DataType::Timestamp(unit, tz) => {
-            let values = match unit {
-                TimeUnit::Second => {
-                    TimeValues::Seconds(array.as_primitive::<TimestampSecondType>())
-                }
-                TimeUnit::Millisecond => {
-                    TimeValues::Millis(array.as_primitive::<TimestampMillisecondType>())
-                }
+            let (values, to_micros): (&[i64], i64) = match unit {
+                TimeUnit::Second => (
+                    array.as_primitive::<TimestampSecondType>().values(),
+                    1_000_000,
+                ),
+                TimeUnit::Millisecond => (
+                    array.as_primitive::<TimestampMillisecondType>().values(),
+                    1_000,
+                ),
                 TimeUnit::Microsecond => {
-                    TimeValues::Micros(array.as_primitive::<TimestampMicrosecondType>())
+                    (array.as_primitive::<TimestampMicrosecondType>().values(), 1)
                 }
                 TimeUnit::Nanosecond => {
-                    TimeValues::Nanos(array.as_primitive::<TimestampNanosecondType>())
+                    (array.as_primitive::<TimestampNanosecondType>().values(), 0)
                 }
             };
-            Box::new(TimeEnc {
-                nulls,
-                key,
-                values,
+            (
+                0,
+                Values::Timestamp {
+                    values,
+                    to_micros,
+                    utc: tz.is_some(),
+                    policy: o.timestamp,
+                },
+            )
+        }
+        DataType::Time64(TimeUnit::Microsecond) => (
+            0,
+            Values::Time {
+                micros: array.as_primitive::<Time64MicrosecondType>().values(),
                 policy: o.timestamp,
-                utc: tz.is_some(),
-            })
-        }
-        DataType::Time64(TimeUnit::Microsecond) => {
-            let values = array.as_primitive::<Time64MicrosecondType>();
-            if o.timestamp == TimestampPolicy::Micros {
-                Box::new(Enc {
-                    nulls,
-                    key,
-                    values,
-                    write: |v: &PrimitiveArray<Time64MicrosecondType>,
-                            i,
-                            out: &mut Vec<u8>,
-                            k: &[u8]| {
-                        b::put_element(out, b::INT64, k);
-                        out.extend_from_slice(&v.value(i).to_le_bytes());
-                        Ok(())
-                    },
-                })
-            } else {
-                Box::new(Enc {
-                    nulls,
-                    key,
-                    values,
-                    write: |v: &PrimitiveArray<Time64MicrosecondType>,
-                            i,
-                            out: &mut Vec<u8>,
-                            k: &[u8]| {
-                        b::put_element(out, b::STRING, k);
-                        b::put_str(out, b::time_string(v.value(i)).as_bytes());
-                        Ok(())
-                    },
-                })
-            }
-        }
+            },
+        ),
         _ => {
             check_encodable(field)?;
             unreachable!("check_encodable accepts only the types matched above")
         }
     };
-    Ok(enc)
+    let mut prefix = Vec::with_capacity(key.len() + 1);
+    prefix.push(ty);
+    prefix.extend_from_slice(key);
+    Ok(ColumnEncoder {
+        nulls: array.logical_nulls(),
+        prefix,
+        key: key.to_vec(),
+        values,
+    })
 }
 
-type WriteFn<A> = fn(&A, usize, &mut Vec<u8>, &[u8]) -> std::result::Result<(), String>;
-
-/// The common encoder: an array, its nulls, its key, and a plain function
-/// (monomorphised, no closure state) that writes one element.
-struct Enc<'a, A> {
-    nulls: Option<NullBuffer>,
-    key: Vec<u8>,
-    values: &'a A,
-    write: WriteFn<A>,
+/// JSON text columns, parsed value by value.
+enum JsonText<'a> {
+    Utf8(&'a arrow_array::StringArray),
+    LargeUtf8(&'a arrow_array::LargeStringArray),
 }
 
-impl<A: Sync> FieldEncoder for Enc<'_, A> {
-    #[inline]
-    fn is_null(&self, row: usize) -> bool {
-        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
-    }
-    #[inline]
-    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        (self.write)(self.values, row, out, &self.key)
-    }
-}
-
-struct DecimalEnc<'a> {
-    nulls: Option<NullBuffer>,
-    key: Vec<u8>,
-    values: &'a PrimitiveArray<Decimal128Type>,
+fn encode_decimal(
+    v: i128,
     scale: i8,
     policy: DecimalPolicy,
     overflow: OverflowPolicy,
-}
-
-impl FieldEncoder for DecimalEnc<'_> {
-    fn is_null(&self, row: usize) -> bool {
-        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
-    }
-    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        let v = self.values.value(row);
-        match self.policy {
-            DecimalPolicy::Decimal128 => match b::decimal128(v, self.scale) {
-                Some(bytes) => {
-                    b::put_element(out, b::DECIMAL128, &self.key);
-                    out.extend_from_slice(&bytes);
-                }
-                None if self.overflow == OverflowPolicy::String => {
-                    b::put_element(out, b::STRING, &self.key);
-                    b::put_str(out, b::decimal_string(v, self.scale).as_bytes());
-                }
-                None => {
-                    return Err(format!(
-                        "{} has more than 34 significant digits, which BSON Decimal128 cannot hold \
-                         exactly; set mapping.decimal_overflow = \"string\" or mapping.decimal = \"string\"",
-                        b::decimal_string(v, self.scale)
-                    ))
-                }
-            },
-            DecimalPolicy::Double => {
-                let f: f64 = b::decimal_string(v, self.scale).parse().map_err(|e| format!("{e}"))?;
-                b::put_element(out, b::DOUBLE, &self.key);
-                out.extend_from_slice(&f.to_le_bytes());
+    key: &[u8],
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
+    match policy {
+        DecimalPolicy::Decimal128 => match b::decimal128(v, scale) {
+            Some(bytes) => {
+                b::put_element(out, b::DECIMAL128, key);
+                out.extend_from_slice(&bytes);
             }
-            DecimalPolicy::String => {
-                b::put_element(out, b::STRING, &self.key);
-                b::put_str(out, b::decimal_string(v, self.scale).as_bytes());
+            None if overflow == OverflowPolicy::String => {
+                b::put_element(out, b::STRING, key);
+                b::put_str(out, b::decimal_string(v, scale).as_bytes());
             }
+            None => {
+                return Err(format!(
+                    "{} has more than 34 significant digits, which BSON Decimal128 cannot hold \
+                     exactly; set mapping.decimal_overflow = \"string\" or mapping.decimal = \"string\"",
+                    b::decimal_string(v, scale)
+                ))
+            }
+        },
+        DecimalPolicy::Double => {
+            let f: f64 = b::decimal_string(v, scale)
+                .parse()
+                .map_err(|e| format!("{e}"))?;
+            b::put_element(out, b::DOUBLE, key);
+            out.extend_from_slice(&f.to_le_bytes());
         }
-        Ok(())
+        DecimalPolicy::String => {
+            b::put_element(out, b::STRING, key);
+            b::put_str(out, b::decimal_string(v, scale).as_bytes());
+        }
     }
+    Ok(())
 }
 
-enum TimeValues<'a> {
-    Date(&'a PrimitiveArray<Date32Type>),
-    Seconds(&'a PrimitiveArray<TimestampSecondType>),
-    Millis(&'a PrimitiveArray<TimestampMillisecondType>),
-    Micros(&'a PrimitiveArray<TimestampMicrosecondType>),
-    Nanos(&'a PrimitiveArray<TimestampNanosecondType>),
-}
-
-struct TimeEnc<'a> {
-    nulls: Option<NullBuffer>,
-    key: Vec<u8>,
-    values: TimeValues<'a>,
-    policy: TimestampPolicy,
-    utc: bool,
-}
-
-/// A time point in microseconds, or ±infinity.
+/// A time point in microseconds, a day, or ±infinity.
 enum Instant {
     Micros(i64),
     Day(i64),
     Infinity(bool),
 }
 
-impl TimeEnc<'_> {
-    fn instant(&self, row: usize) -> Instant {
-        match &self.values {
-            TimeValues::Date(a) => match a.value(row) {
-                i32::MAX => Instant::Infinity(true),
-                i32::MIN => Instant::Infinity(false),
-                d => Instant::Day(d as i64),
-            },
-            TimeValues::Micros(a) => match a.value(row) {
-                i64::MAX => Instant::Infinity(true),
-                i64::MIN => Instant::Infinity(false),
-                v => Instant::Micros(v),
-            },
-            TimeValues::Seconds(a) => Instant::Micros(a.value(row).saturating_mul(1_000_000)),
-            TimeValues::Millis(a) => Instant::Micros(a.value(row).saturating_mul(1_000)),
-            TimeValues::Nanos(a) => Instant::Micros(a.value(row).div_euclid(1_000)),
+#[inline(always)]
+fn encode_instant(
+    instant: Instant,
+    policy: TimestampPolicy,
+    utc: bool,
+    key: &[u8],
+    out: &mut Vec<u8>,
+) {
+    match policy {
+        TimestampPolicy::Datetime => {
+            let ms = match instant {
+                // Truncate toward minus infinity: -1 µs is -1 ms.
+                Instant::Micros(us) => us.div_euclid(1_000),
+                Instant::Day(d) => d * 86_400_000,
+                Instant::Infinity(pos) => {
+                    if pos {
+                        i64::MAX
+                    } else {
+                        i64::MIN
+                    }
+                }
+            };
+            b::put_element(out, b::DATETIME, key);
+            out.extend_from_slice(&ms.to_le_bytes());
         }
-    }
-}
-
-impl FieldEncoder for TimeEnc<'_> {
-    fn is_null(&self, row: usize) -> bool {
-        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
-    }
-    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        let instant = self.instant(row);
-        match self.policy {
-            TimestampPolicy::Datetime => {
-                let ms = match instant {
-                    // Truncate toward minus infinity: -1 µs is -1 ms.
-                    Instant::Micros(us) => us.div_euclid(1_000),
-                    Instant::Day(d) => d * 86_400_000,
-                    Instant::Infinity(pos) => {
-                        if pos {
-                            i64::MAX
-                        } else {
-                            i64::MIN
-                        }
+        TimestampPolicy::Micros => {
+            let us = match instant {
+                Instant::Micros(us) => us,
+                Instant::Day(d) => d.saturating_mul(86_400_000_000),
+                Instant::Infinity(pos) => {
+                    if pos {
+                        i64::MAX
+                    } else {
+                        i64::MIN
                     }
-                };
-                b::put_element(out, b::DATETIME, &self.key);
-                out.extend_from_slice(&ms.to_le_bytes());
-            }
-            TimestampPolicy::Micros => {
-                let us = match instant {
-                    Instant::Micros(us) => us,
-                    Instant::Day(d) => d.saturating_mul(86_400_000_000),
-                    Instant::Infinity(pos) => {
-                        if pos {
-                            i64::MAX
-                        } else {
-                            i64::MIN
-                        }
-                    }
-                };
-                b::put_element(out, b::INT64, &self.key);
-                out.extend_from_slice(&us.to_le_bytes());
-            }
-            TimestampPolicy::String => {
-                let text = match instant {
-                    Instant::Micros(us) => b::timestamp_string(us, self.utc),
-                    Instant::Day(d) => b::date_string(d),
-                    Instant::Infinity(pos) => {
-                        if pos {
-                            "infinity".into()
-                        } else {
-                            "-infinity".into()
-                        }
-                    }
-                };
-                b::put_element(out, b::STRING, &self.key);
-                b::put_str(out, text.as_bytes());
-            }
+                }
+            };
+            b::put_element(out, b::INT64, key);
+            out.extend_from_slice(&us.to_le_bytes());
         }
-        Ok(())
+        TimestampPolicy::String => {
+            let text = match instant {
+                Instant::Micros(us) => b::timestamp_string(us, utc),
+                Instant::Day(d) => b::date_string(d),
+                Instant::Infinity(pos) => {
+                    if pos {
+                        "infinity".into()
+                    } else {
+                        "-infinity".into()
+                    }
+                }
+            };
+            b::put_element(out, b::STRING, key);
+            b::put_str(out, text.as_bytes());
+        }
     }
 }
