@@ -1,11 +1,11 @@
-//! One run, wired: source → decode → encode → sink.
+//! One run, wired: source → encode → sink.
 //!
 //! ```text
-//! producer task ──(1 block)──► decode + encode (blocking pool, rayon) ──► sink: ≤ writers requests in flight
+//! wire reader task ──(1 batch)──► encode (blocking pool, rayon) ──► sink: ≤ writers requests in flight
 //! ```
 //!
-//! Every hand-off is bounded: the producer fetches at most one block ahead,
-//! one block is decoded and encoded at a time, and the sink accepts a batch
+//! Every hand-off is bounded: the reader decodes at most one batch ahead,
+//! one batch is encoded at a time, and the sink accepts a batch
 //! only when a writer is free. So memory holds a handful of batches whatever
 //! the size of the result.
 
@@ -16,7 +16,6 @@ use crate::config::JobConfig;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::sink::{MongoSink, WriteStats};
-use crate::source::postgres::BlockDecoder;
 use crate::source::PgSource;
 
 /// Progress so far, reported after each batch is handed to the sink.
@@ -51,7 +50,6 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
     let mut sink = MongoSink::connect(&job.target).await?;
     let mut source = PgSource::open(&job.source, &job.source.query).await?;
     let encoder = Arc::new(Encoder::new(&source.schema(), &job.mapping)?);
-    let decoder = source.block_decoder();
     if !sink.limits().decimal128 {
         if let Some(column) = encoder.decimal128_column(&source.schema()) {
             return Err(Error::config(
@@ -70,15 +68,7 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
     );
 
     let mut progress = Progress::default();
-    let pumped = pump(
-        &mut source,
-        &decoder,
-        &encoder,
-        &mut sink,
-        &mut progress,
-        on_progress,
-    )
-    .await;
+    let pumped = pump(&mut source, &encoder, &mut sink, &mut progress, on_progress).await;
     // Whatever stopped the pump, the writes already handed to the sink are
     // awaited: nothing fetched and encoded before a failure is thrown away.
     let finished = sink.finish().await;
@@ -96,24 +86,19 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
 
 async fn pump(
     source: &mut PgSource,
-    decoder: &BlockDecoder,
     encoder: &Arc<Encoder>,
     sink: &mut MongoSink,
     progress: &mut Progress,
     on_progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<()> {
-    while let Some(block) = source.next_block().await {
-        let block = block?;
+    while let Some(batch) = source.next_batch().await {
+        let batch = batch?;
         let first_row = progress.rows_read;
-        let rows = block.len() as u64;
-        let (decoder, encoder) = (decoder.clone(), encoder.clone());
-        let encoded = tokio::task::spawn_blocking(move || {
-            let batch = decoder.decode(&block)?;
-            drop(block);
-            encoder.encode(&batch, first_row)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("encoder task: {e}")))??;
+        let rows = batch.num_rows() as u64;
+        let encoder = encoder.clone();
+        let encoded = tokio::task::spawn_blocking(move || encoder.encode(&batch, first_row))
+            .await
+            .map_err(|e| Error::Internal(format!("encoder task: {e}")))??;
         progress.rows_read += rows;
         progress.bson_bytes += encoded.bytes as u64;
         progress.batches += 1;
@@ -152,22 +137,20 @@ pub async fn drain(job: &JobConfig, stage: Stage) -> Result<DrainSummary> {
         Stage::Encode => Some(Arc::new(Encoder::new(&source.schema(), &job.mapping)?)),
         Stage::Source => None,
     };
-    let decoder = source.block_decoder();
     let (mut rows, mut batches, mut arrow_bytes, mut bson_bytes) = (0u64, 0u64, 0u64, 0u64);
-    while let Some(block) = source.next_block().await {
-        let block = block?;
-        let (decoder, encoder) = (decoder.clone(), encoder.clone());
+    while let Some(batch) = source.next_batch().await {
+        let batch = batch?;
         let first_row = rows;
-        let (arrow, bson) = tokio::task::spawn_blocking(move || -> Result<(usize, usize)> {
-            let batch = decoder.decode(&block)?;
-            let bson = match encoder {
-                Some(e) => e.encode(&batch, first_row)?.bytes,
-                None => 0,
-            };
-            Ok((batch.get_array_memory_size(), bson))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("decoder task: {e}")))??;
+        let arrow = batch.get_array_memory_size();
+        let bson = match &encoder {
+            Some(e) => {
+                let e = e.clone();
+                tokio::task::spawn_blocking(move || e.encode(&batch, first_row).map(|b| b.bytes))
+                    .await
+                    .map_err(|e| Error::Internal(format!("encoder task: {e}")))??
+            }
+            None => 0,
+        };
         rows = source.rows_seen();
         batches += 1;
         arrow_bytes += arrow as u64;

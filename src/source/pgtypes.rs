@@ -16,8 +16,7 @@ use arrow_array::builder::{
 };
 use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Field, TimeUnit};
-use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::Row;
+use tokio_postgres::types::Type;
 
 use crate::error::{Error, Result};
 
@@ -164,162 +163,158 @@ fn numeric_kind(name: &str, typmod: i32) -> Result<PgKind> {
     })
 }
 
-/// A value's raw bytes, whatever its type: lets the decoders read the wire
-/// format without a per-type `FromSql` round trip.
-struct Raw<'a>(&'a [u8]);
-
-impl<'a> FromSql<'a> for Raw<'a> {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw))
-    }
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-}
-
-/// Decodes one result column of a fetched block of rows into an Arrow array.
-#[derive(Debug, Clone)]
-pub struct ColumnDecoder {
+/// Builds one result column from wire values, row by row.
+///
+/// The wire reader hands each value's bytes (or `None` for NULL) straight
+/// from the `DataRow` message; nothing is copied per row except into the
+/// Arrow buffers.
+pub struct ColumnBuilder {
     pub name: String,
-    pub index: usize,
-    pub kind: PgKind,
+    kind: PgKind,
+    inner: Builder,
 }
 
-/// Why a single value could not be decoded.
-#[derive(Debug)]
-enum ValueError {
-    Malformed(&'static str),
-    Message(String),
+enum Builder {
+    Bool(BooleanBuilder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Decimal(Decimal128Builder, u8, i8),
+    Text(StringBuilder),
+    Binary(BinaryBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Time(Time64MicrosecondBuilder),
 }
 
-impl ColumnDecoder {
-    /// Decode this column of `rows`. `first_row` is the 0-based position of
-    /// `rows[0]` in the whole result, for error messages.
-    pub fn decode(&self, rows: &[Row], first_row: u64) -> Result<ArrayRef> {
-        let n = rows.len();
-        let values = rows.iter().map(|r| {
-            r.try_get::<_, Option<Raw>>(self.index)
-                .map(|o| o.map(|r| r.0))
-                .map_err(|e| ValueError::Message(e.to_string()))
-        });
-        let result: std::result::Result<ArrayRef, (usize, ValueError)> = match self.kind {
-            PgKind::Bool => build(values, BooleanBuilder::with_capacity(n), |b, v| {
-                b.append_value(fixed::<1>(v)?[0] != 0);
-                Ok(())
-            }),
-            PgKind::Int2 => build(values, Int16Builder::with_capacity(n), |b, v| {
-                b.append_value(i16::from_be_bytes(fixed(v)?));
-                Ok(())
-            }),
-            PgKind::Int4 => build(values, Int32Builder::with_capacity(n), |b, v| {
-                b.append_value(i32::from_be_bytes(fixed(v)?));
-                Ok(())
-            }),
-            PgKind::Int8 => build(values, Int64Builder::with_capacity(n), |b, v| {
-                b.append_value(i64::from_be_bytes(fixed(v)?));
-                Ok(())
-            }),
-            PgKind::Float4 => build(values, Float32Builder::with_capacity(n), |b, v| {
-                b.append_value(f32::from_be_bytes(fixed(v)?));
-                Ok(())
-            }),
-            PgKind::Float8 => build(values, Float64Builder::with_capacity(n), |b, v| {
-                b.append_value(f64::from_be_bytes(fixed(v)?));
-                Ok(())
-            }),
-            PgKind::Numeric { precision, scale } => {
-                let builder = Decimal128Builder::with_capacity(n)
+impl ColumnBuilder {
+    pub fn new(name: &str, kind: PgKind, rows: usize) -> Self {
+        let inner = match kind {
+            PgKind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            PgKind::Int2 => Builder::Int16(Int16Builder::with_capacity(rows)),
+            PgKind::Int4 => Builder::Int32(Int32Builder::with_capacity(rows)),
+            PgKind::Int8 => Builder::Int64(Int64Builder::with_capacity(rows)),
+            PgKind::Float4 => Builder::Float32(Float32Builder::with_capacity(rows)),
+            PgKind::Float8 => Builder::Float64(Float64Builder::with_capacity(rows)),
+            PgKind::Numeric { precision, scale } => Builder::Decimal(
+                Decimal128Builder::with_capacity(rows)
                     .with_precision_and_scale(precision, scale)
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                build(values, builder, |b, v| {
-                    let x = numeric_to_i128(v, scale)
-                        .map_err(|e| ValueError::Message(e.to_string()))?;
-                    if x.unsigned_abs() >= 10u128.pow(precision as u32) {
-                        return Err(ValueError::Message(format!(
-                            "value does not fit numeric({precision},{scale})"
-                        )));
-                    }
-                    b.append_value(x);
-                    Ok(())
-                })
+                    .expect("precision and scale checked by numeric_kind"),
+                precision,
+                scale,
+            ),
+            PgKind::Text { .. } | PgKind::Json { .. } => {
+                Builder::Text(StringBuilder::with_capacity(rows, rows * 16))
             }
-            PgKind::Text { .. } => {
-                build(values, StringBuilder::with_capacity(n, n * 16), |b, v| {
-                    b.append_value(utf8(v)?);
-                    Ok(())
-                })
+            PgKind::Bytea => Builder::Binary(BinaryBuilder::with_capacity(rows, rows * 16)),
+            PgKind::Date => Builder::Date(Date32Builder::with_capacity(rows)),
+            PgKind::Timestamp => {
+                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
             }
-            PgKind::Json { jsonb } => {
-                build(values, StringBuilder::with_capacity(n, n * 32), |b, v| {
-                    let text = if jsonb {
-                        match v.split_first() {
-                            Some((1, rest)) => rest,
-                            _ => return Err(ValueError::Malformed("unknown jsonb version")),
-                        }
-                    } else {
-                        v
-                    };
-                    b.append_value(utf8(text)?);
-                    Ok(())
-                })
+            PgKind::Timestamptz => Builder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            ),
+            PgKind::Time | PgKind::Timetz => {
+                Builder::Time(Time64MicrosecondBuilder::with_capacity(rows))
             }
-            PgKind::Bytea => build(values, BinaryBuilder::with_capacity(n, n * 16), |b, v| {
-                b.append_value(v);
-                Ok(())
-            }),
-            PgKind::Date => build(values, Date32Builder::with_capacity(n), |b, v| {
+        };
+        ColumnBuilder {
+            name: name.to_string(),
+            kind,
+            inner,
+        }
+    }
+
+    /// Append one value in PostgreSQL's binary format, or a NULL.
+    #[inline]
+    pub fn append(&mut self, value: Option<&[u8]>) -> std::result::Result<(), String> {
+        let Some(v) = value else {
+            self.append_null();
+            return Ok(());
+        };
+        match &mut self.inner {
+            Builder::Bool(b) => b.append_value(fixed::<1>(v)?[0] != 0),
+            Builder::Int16(b) => b.append_value(i16::from_be_bytes(fixed(v)?)),
+            Builder::Int32(b) => b.append_value(i32::from_be_bytes(fixed(v)?)),
+            Builder::Int64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+            Builder::Float32(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
+            Builder::Float64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
+            Builder::Decimal(b, precision, scale) => {
+                let x = numeric_to_i128(v, *scale).map_err(|e| e.to_string())?;
+                if x.unsigned_abs() >= 10u128.pow(*precision as u32) {
+                    return Err(format!("value does not fit numeric({precision},{scale})"));
+                }
+                b.append_value(x);
+            }
+            Builder::Text(b) => {
+                let text = match self.kind {
+                    PgKind::Json { jsonb: true } => match v.split_first() {
+                        Some((1, rest)) => rest,
+                        _ => return Err("malformed value from the server (jsonb version)".into()),
+                    },
+                    _ => v,
+                };
+                b.append_value(utf8(text)?);
+            }
+            Builder::Binary(b) => b.append_value(v),
+            Builder::Date(b) => {
                 let d = i32::from_be_bytes(fixed(v)?);
                 // ±infinity are i32::MAX/MIN and stay so.
                 b.append_value(match d {
                     i32::MAX | i32::MIN => d,
                     _ => d + PG_EPOCH_DAYS,
                 });
-                Ok(())
-            }),
-            PgKind::Timestamp | PgKind::Timestamptz => {
-                let builder = TimestampMicrosecondBuilder::with_capacity(n);
-                let builder = if self.kind == PgKind::Timestamptz {
-                    builder.with_timezone("UTC")
-                } else {
-                    builder
-                };
-                build(values, builder, |b, v| {
-                    b.append_value(pg_timestamp_to_unix(i64::from_be_bytes(fixed(v)?)));
-                    Ok(())
-                })
             }
-            PgKind::Time => build(
-                values,
-                Time64MicrosecondBuilder::with_capacity(n),
-                |b, v| {
-                    b.append_value(i64::from_be_bytes(fixed(v)?));
-                    Ok(())
-                },
-            ),
-            PgKind::Timetz => build(
-                values,
-                Time64MicrosecondBuilder::with_capacity(n),
-                |b, v| {
-                    let v: [u8; 12] = fixed(v)?;
-                    let local = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-                    // The zone is in seconds *west* of UTC: UTC = local + zone.
-                    let zone = i32::from_be_bytes(v[8..].try_into().expect("4 bytes")) as i64;
-                    b.append_value((local + zone * 1_000_000).rem_euclid(MICROS_PER_DAY));
-                    Ok(())
-                },
-            ),
-        };
-        result.map_err(|(i, e)| Error::Value {
-            column: self.name.clone(),
-            row: format!("row {} of the result", first_row + i as u64 + 1),
-            message: match e {
-                ValueError::Malformed(m) => format!("malformed value from the server ({m})"),
-                ValueError::Message(m) => m,
-            },
-        })
+            Builder::Timestamp(b) => {
+                b.append_value(pg_timestamp_to_unix(i64::from_be_bytes(fixed(v)?)))
+            }
+            Builder::Time(b) if self.kind == PgKind::Timetz => {
+                let v: [u8; 12] = fixed(v)?;
+                let local = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                // The zone is in seconds *west* of UTC: UTC = local + zone.
+                let zone = i32::from_be_bytes(v[8..].try_into().expect("4 bytes")) as i64;
+                b.append_value((local + zone * 1_000_000).rem_euclid(MICROS_PER_DAY));
+            }
+            Builder::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match &mut self.inner {
+            Builder::Bool(b) => b.append_null(),
+            Builder::Int16(b) => b.append_null(),
+            Builder::Int32(b) => b.append_null(),
+            Builder::Int64(b) => b.append_null(),
+            Builder::Float32(b) => b.append_null(),
+            Builder::Float64(b) => b.append_null(),
+            Builder::Decimal(b, _, _) => b.append_null(),
+            Builder::Text(b) => b.append_null(),
+            Builder::Binary(b) => b.append_null(),
+            Builder::Date(b) => b.append_null(),
+            Builder::Timestamp(b) => b.append_null(),
+            Builder::Time(b) => b.append_null(),
+        }
+    }
+
+    /// The column so far as an array; the builder starts over, empty.
+    pub fn finish(&mut self) -> ArrayRef {
+        match &mut self.inner {
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Int16(b) => Arc::new(b.finish()),
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Float32(b) => Arc::new(b.finish()),
+            Builder::Float64(b) => Arc::new(b.finish()),
+            Builder::Decimal(b, _, _) => Arc::new(b.finish()),
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Binary(b) => Arc::new(b.finish()),
+            Builder::Date(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+            Builder::Time(b) => Arc::new(b.finish()),
+        }
     }
 }
 
@@ -332,55 +327,15 @@ pub fn pg_timestamp_to_unix(v: i64) -> i64 {
     }
 }
 
-trait AppendNull {
-    fn null(&mut self);
-    fn finish_ref(&mut self) -> ArrayRef;
-}
-
-macro_rules! append_null {
-    ($($t:ty),*) => {$(
-        impl AppendNull for $t {
-            fn null(&mut self) { self.append_null() }
-            fn finish_ref(&mut self) -> ArrayRef { Arc::new(self.finish()) }
-        }
-    )*};
-}
-append_null!(
-    BooleanBuilder,
-    Int16Builder,
-    Int32Builder,
-    Int64Builder,
-    Float32Builder,
-    Float64Builder,
-    Decimal128Builder,
-    StringBuilder,
-    BinaryBuilder,
-    Date32Builder,
-    TimestampMicrosecondBuilder,
-    Time64MicrosecondBuilder
-);
-
-fn build<'a, B: AppendNull>(
-    values: impl Iterator<Item = std::result::Result<Option<&'a [u8]>, ValueError>>,
-    mut builder: B,
-    mut append: impl FnMut(&mut B, &'a [u8]) -> std::result::Result<(), ValueError>,
-) -> std::result::Result<ArrayRef, (usize, ValueError)> {
-    for (i, v) in values.enumerate() {
-        match v.map_err(|e| (i, e))? {
-            Some(bytes) => append(&mut builder, bytes).map_err(|e| (i, e))?,
-            None => builder.null(),
-        }
-    }
-    Ok(builder.finish_ref())
-}
-
-fn fixed<const N: usize>(v: &[u8]) -> std::result::Result<[u8; N], ValueError> {
+#[inline]
+fn fixed<const N: usize>(v: &[u8]) -> std::result::Result<[u8; N], String> {
     v.try_into()
-        .map_err(|_| ValueError::Malformed("unexpected length"))
+        .map_err(|_| "malformed value from the server (unexpected length)".to_string())
 }
 
-fn utf8(v: &[u8]) -> std::result::Result<&str, ValueError> {
-    std::str::from_utf8(v).map_err(|_| ValueError::Message("text is not valid UTF-8".into()))
+#[inline]
+fn utf8(v: &[u8]) -> std::result::Result<&str, String> {
+    simdutf8::basic::from_utf8(v).map_err(|_| "text is not valid UTF-8".to_string())
 }
 
 /// Why a NUMERIC cannot become an Arrow Decimal128 at the column's scale.

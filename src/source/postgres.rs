@@ -1,88 +1,101 @@
-//! Redshift/PostgreSQL over the PostgreSQL wire protocol.
+//! Redshift/PostgreSQL over the PostgreSQL wire protocol, spoken directly.
 //!
 //! Redshift has no `COPY ... TO STDOUT`, and a plain query materialises the
-//! whole result in the client. So the query is prepared, bound to a portal
+//! whole result in the client. So the query is parsed, bound to a portal
 //! inside a transaction, and executed with a row limit again and again
 //! (`Execute` with `max_rows`): the server keeps the cursor, the client holds
-//! at most a few blocks of rows. Results come in binary format and are
-//! decoded column by column into Arrow (see [`super::pgtypes`]).
+//! one batch. Results come in binary format, and each `DataRow` message is
+//! decoded in place into Arrow builders ([`super::pgtypes::ColumnBuilder`]):
+//! no row objects, no per-row allocation.
 //!
-//! A producer task owns the connection and fetches the next block while the
-//! previous one is decoded: the bounded channel between them (one block)
-//! gives both the overlap and the backpressure.
+//! Two `Execute`s are kept outstanding, so the server is already producing
+//! the next batch while this one is finished and handed on. A producer task
+//! owns the connection; the channel to the pipeline holds one batch, and
+//! when it is full the task stops reading the socket, which stops the
+//! server: backpressure all the way to Redshift.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
-use rayon::prelude::*;
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::{md5_hash, sasl};
+use postgres_protocol::message::{backend, frontend};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::Config;
 
-use super::pgtypes::{ColumnDecoder, PgKind};
+use super::pgtypes::{ColumnBuilder, PgKind};
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
 use crate::redact;
 
 const SYSTEM: &str = "PostgreSQL/Redshift";
 
-/// A running query: yields blocks of rows, decodes them into record batches.
+/// A running query: yields record batches of at most `fetch_rows` rows.
 pub struct PgSource {
     schema: SchemaRef,
-    decoders: Vec<ColumnDecoder>,
-    rx: mpsc::Receiver<Result<Vec<Row>>>,
+    rx: mpsc::Receiver<Result<RecordBatch>>,
     producer: JoinHandle<()>,
     rows_seen: u64,
 }
 
-/// A block of fetched rows, not yet decoded. Decoding is CPU work; the
-/// pipeline runs it off the async runtime.
-pub struct RowBlock {
-    rows: Vec<Row>,
-    first_row: u64,
-}
-
-impl RowBlock {
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-}
-
 impl PgSource {
-    /// Connect, prepare `sql` (so that SQL errors and unmappable column types
-    /// surface before any data moves) and start fetching `fetch_rows` at a time.
+    /// Connect, open a transaction, parse `sql` and describe its result (so
+    /// that SQL errors and unmappable column types surface before any data
+    /// moves), then start fetching `fetch_rows` at a time.
     pub async fn open(cfg: &SourceConfig, sql: &str) -> Result<Self> {
-        let client = connect(&cfg.url).await?;
-        let statement = client.prepare(sql).await.map_err(query_error)?;
-        let decoders = statement
-            .columns()
-            .iter()
-            .enumerate()
-            .map(|(index, c)| {
-                Ok(ColumnDecoder {
-                    name: c.name().to_string(),
-                    index,
-                    kind: PgKind::for_column(c.name(), c.type_(), c.type_modifier())?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut conn = Connection::connect(&cfg.url).await?;
+        conn.simple_query("BEGIN").await?;
+        let columns = conn.describe(sql).await?;
+        let mut kinds = Vec::with_capacity(columns.len());
+        for c in &columns {
+            let ty = match Type::from_oid(c.type_oid) {
+                Some(ty) => ty,
+                None => {
+                    let name = conn
+                        .simple_query(&format!("SELECT format_type({}, {})", c.type_oid, c.typmod))
+                        .await?
+                        .unwrap_or_else(|| format!("oid {}", c.type_oid));
+                    Type::new(
+                        name,
+                        c.type_oid,
+                        tokio_postgres::types::Kind::Simple,
+                        String::new(),
+                    )
+                }
+            };
+            kinds.push(PgKind::for_column(&c.name, &ty, c.typmod)?);
+        }
         let schema = Arc::new(Schema::new(
-            decoders
+            columns
                 .iter()
-                .map(|d| d.kind.field(&d.name))
+                .zip(&kinds)
+                .map(|(c, k)| k.field(&c.name))
                 .collect::<Vec<_>>(),
         ));
+        let builders: Vec<ColumnBuilder> = columns
+            .iter()
+            .zip(&kinds)
+            .map(|(c, k)| ColumnBuilder::new(&c.name, *k, cfg.fetch_rows as usize))
+            .collect();
         let (tx, rx) = mpsc::channel(1);
-        let fetch_rows = cfg.fetch_rows as i32;
-        let producer = tokio::spawn(produce(client, statement, fetch_rows, tx));
+        let producer = tokio::spawn(produce(
+            conn,
+            schema.clone(),
+            builders,
+            cfg.fetch_rows as i32,
+            tx,
+        ));
         Ok(PgSource {
             schema,
-            decoders,
             rx,
             producer,
             rows_seen: 0,
@@ -94,28 +107,18 @@ impl PgSource {
         self.schema.clone()
     }
 
-    /// The next block of rows, or `None` when the result is exhausted.
-    pub async fn next_block(&mut self) -> Option<Result<RowBlock>> {
-        let rows = match self.rx.recv().await? {
-            Ok(rows) => rows,
-            Err(e) => return Some(Err(e)),
-        };
-        let first_row = self.rows_seen;
-        self.rows_seen += rows.len() as u64;
-        Some(Ok(RowBlock { rows, first_row }))
+    /// The next batch, or `None` when the result is exhausted.
+    pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        let batch = self.rx.recv().await?;
+        if let Ok(b) = &batch {
+            self.rows_seen += b.num_rows() as u64;
+        }
+        Some(batch)
     }
 
-    /// Rows fetched so far.
+    /// Rows received so far.
     pub fn rows_seen(&self) -> u64 {
         self.rows_seen
-    }
-
-    /// A decoder for blocks, usable on another thread.
-    pub fn block_decoder(&self) -> BlockDecoder {
-        BlockDecoder {
-            schema: self.schema.clone(),
-            decoders: self.decoders.clone().into(),
-        }
     }
 }
 
@@ -125,49 +128,18 @@ impl Drop for PgSource {
     }
 }
 
-/// Decodes [`RowBlock`]s into record batches, columns in parallel.
-#[derive(Clone)]
-pub struct BlockDecoder {
-    schema: SchemaRef,
-    decoders: Arc<[ColumnDecoder]>,
-}
-
-impl BlockDecoder {
-    pub fn decode(&self, block: &RowBlock) -> Result<RecordBatch> {
-        let columns = self
-            .decoders
-            .par_iter()
-            .map(|d| d.decode(&block.rows, block.first_row))
-            .collect::<Result<Vec<_>>>()?;
-        RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| Error::Internal(e.to_string()))
-    }
-}
-
 async fn produce(
-    mut client: Client,
-    statement: Statement,
+    mut conn: Connection,
+    schema: SchemaRef,
+    mut builders: Vec<ColumnBuilder>,
     fetch_rows: i32,
-    tx: mpsc::Sender<Result<Vec<Row>>>,
+    tx: mpsc::Sender<Result<RecordBatch>>,
 ) {
     let result = async {
-        let txn = client.transaction().await.map_err(query_error)?;
-        let portal = txn.bind(&statement, &[]).await.map_err(query_error)?;
-        loop {
-            let rows = txn
-                .query_portal(&portal, fetch_rows)
-                .await
-                .map_err(query_error)?;
-            let last = rows.len() < fetch_rows as usize;
-            if !rows.is_empty() && tx.send(Ok(rows)).await.is_err() {
-                // The consumer is gone: nothing more to do.
-                return Ok(());
-            }
-            if last {
-                break;
-            }
-        }
-        txn.commit().await.map_err(query_error)
+        conn.stream(&schema, &mut builders, fetch_rows, &tx).await?;
+        conn.simple_query("COMMIT").await?;
+        conn.terminate().await;
+        Ok(())
     }
     .await;
     if let Err(e) = result {
@@ -175,47 +147,418 @@ async fn produce(
     }
 }
 
-/// Connect with TLS as the URL's `sslmode` asks.
-pub async fn connect(url: &str) -> Result<Client> {
-    redact::register_uri(url);
-    let config: Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| Error::Connect {
-            system: SYSTEM,
-            target: redact::uri(url),
-            message: format!("bad connection URL: {}", redact::scrub(&e.to_string())),
-        })?;
-    let target = describe_target(&config);
-    let connect_err = |e: tokio_postgres::Error| Error::Connect {
-        system: SYSTEM,
-        target: target.clone(),
-        message: redact::scrub(&error_chain(&e)),
-    };
-    let client = if config.get_ssl_mode() == SslMode::Disable {
-        let (client, connection) = config.connect(NoTls).await.map_err(connect_err)?;
-        tokio::spawn(connection);
-        client
-    } else {
-        let (client, connection) = config
-            .connect(tls_connector()?)
-            .await
-            .map_err(connect_err)?;
-        tokio::spawn(connection);
-        client
-    };
-    Ok(client)
+/// A column of a described result.
+struct Column {
+    name: String,
+    type_oid: u32,
+    typmod: i32,
 }
 
-fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One PostgreSQL protocol connection (plain or TLS).
+struct Connection {
+    stream: Box<dyn Stream>,
+    read: BytesMut,
+    write: BytesMut,
+    /// `ParameterStatus` values sent by the server.
+    parameters: HashMap<String, String>,
+}
+
+const READ_CHUNK: usize = 256 * 1024;
+
+impl Connection {
+    /// Connect and log in, with TLS as the URL's `sslmode` asks.
+    async fn connect(url: &str) -> Result<Self> {
+        redact::register_uri(url);
+        let config: Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| Error::Connect {
+                system: SYSTEM,
+                target: redact::uri(url),
+                message: format!("bad connection URL: {}", redact::scrub(&e.to_string())),
+            })?;
+        let target = describe_target(&config);
+        let fail = |message: String| Error::Connect {
+            system: SYSTEM,
+            target: target.clone(),
+            message: redact::scrub(&message),
+        };
+        let (host, port) =
+            first_host(&config).ok_or_else(|| fail("no TCP host in the URL".into()))?;
+        let timeout = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(30));
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+            .await
+            .map_err(|_| fail(format!("no answer within {timeout:?}")))?
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = negotiate_tls(tcp, &host, config.get_ssl_mode())
+            .await
+            .map_err(fail)?;
+        let mut conn = Connection {
+            stream,
+            read: BytesMut::with_capacity(READ_CHUNK),
+            write: BytesMut::with_capacity(4096),
+            parameters: HashMap::new(),
+        };
+        conn.startup(&config).await.map_err(|e| match e {
+            Error::Query { message, .. } => fail(message),
+            other => other,
+        })?;
+        Ok(conn)
+    }
+
+    async fn startup(&mut self, config: &Config) -> Result<()> {
+        let user = config.get_user().unwrap_or("postgres");
+        let mut params = vec![
+            ("user", user),
+            ("client_encoding", "UTF8"),
+            ("application_name", "shiftload"),
+        ];
+        if let Some(db) = config.get_dbname() {
+            params.push(("database", db));
+        }
+        if let Some(options) = config.get_options() {
+            params.push(("options", options));
+        }
+        frontend::startup_message(params.iter().copied(), &mut self.write).map_err(io_error)?;
+        self.flush().await?;
+        let password = config.get_password().unwrap_or_default();
+        let mut scram: Option<sasl::ScramSha256> = None;
+        loop {
+            match self.message().await? {
+                backend::Message::AuthenticationOk => {}
+                backend::Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(password, &mut self.write).map_err(io_error)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationMd5Password(body) => {
+                    let hash = md5_hash(user.as_bytes(), password, body.salt());
+                    frontend::password_message(hash.as_bytes(), &mut self.write)
+                        .map_err(io_error)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationSasl(body) => {
+                    let mut mechanisms = body.mechanisms();
+                    let mut found = false;
+                    while let Some(m) = mechanisms.next().map_err(io_error)? {
+                        found |= m == sasl::SCRAM_SHA_256;
+                    }
+                    if !found {
+                        return Err(protocol(
+                            "the server offers no SASL mechanism shiftload supports",
+                        ));
+                    }
+                    let s = sasl::ScramSha256::new(password, sasl::ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(
+                        sasl::SCRAM_SHA_256,
+                        s.message(),
+                        &mut self.write,
+                    )
+                    .map_err(io_error)?;
+                    self.flush().await?;
+                    scram = Some(s);
+                }
+                backend::Message::AuthenticationSaslContinue(body) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| protocol("unexpected SASL message"))?;
+                    s.update(body.data()).map_err(io_error)?;
+                    frontend::sasl_response(s.message(), &mut self.write).map_err(io_error)?;
+                    self.flush().await?;
+                }
+                backend::Message::AuthenticationSaslFinal(body) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| protocol("unexpected SASL message"))?;
+                    s.finish(body.data()).map_err(io_error)?;
+                }
+                backend::Message::ParameterStatus(body) => {
+                    if let (Ok(k), Ok(v)) = (body.name(), body.value()) {
+                        self.parameters.insert(k.to_string(), v.to_string());
+                    }
+                }
+                backend::Message::BackendKeyData(_) | backend::Message::NoticeResponse(_) => {}
+                backend::Message::ReadyForQuery(_) => return Ok(()),
+                backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
+                _ => {
+                    return Err(protocol(
+                        "unsupported authentication method requested by the server",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Run a statement with the simple protocol; the first column of the
+    /// first row, if any, as text.
+    async fn simple_query(&mut self, sql: &str) -> Result<Option<String>> {
+        frontend::query(sql, &mut self.write).map_err(io_error)?;
+        self.flush().await?;
+        let mut first = None;
+        let mut error = None;
+        loop {
+            match self.message().await? {
+                backend::Message::DataRow(row) if first.is_none() => {
+                    let mut ranges = row.ranges();
+                    if let Some(Some(r)) = ranges.next().map_err(io_error)? {
+                        first = Some(String::from_utf8_lossy(&row.buffer()[r]).into_owned());
+                    }
+                }
+                backend::Message::ErrorResponse(body) => error = Some(server_error(&body)),
+                backend::Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(first),
+        }
+    }
+
+    /// Parse `sql` as the unnamed statement and describe its result columns.
+    async fn describe(&mut self, sql: &str) -> Result<Vec<Column>> {
+        frontend::parse("", sql, std::iter::empty(), &mut self.write).map_err(io_error)?;
+        frontend::describe(b'S', "", &mut self.write).map_err(io_error)?;
+        frontend::sync(&mut self.write);
+        self.flush().await?;
+        let mut columns = Vec::new();
+        let mut error = None;
+        loop {
+            match self.message().await? {
+                backend::Message::RowDescription(body) => {
+                    let mut fields = body.fields();
+                    while let Some(f) = fields.next().map_err(io_error)? {
+                        columns.push(Column {
+                            name: f.name().to_string(),
+                            type_oid: f.type_oid(),
+                            typmod: f.type_modifier(),
+                        });
+                    }
+                }
+                backend::Message::ErrorResponse(body) => error = Some(server_error(&body)),
+                backend::Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None if columns.is_empty() => Err(Error::Query {
+                system: SYSTEM,
+                message: "the query returns no columns (it must be a SELECT)".into(),
+                code: None,
+            }),
+            None => Ok(columns),
+        }
+    }
+
+    /// Bind the parsed statement to a portal and stream it in batches.
+    async fn stream(
+        &mut self,
+        schema: &SchemaRef,
+        builders: &mut [ColumnBuilder],
+        fetch_rows: i32,
+        tx: &mpsc::Sender<Result<RecordBatch>>,
+    ) -> Result<()> {
+        frontend::bind(
+            "",
+            "",
+            [],
+            std::iter::empty::<()>(),
+            |_, _| unreachable!(),
+            [1],
+            &mut self.write,
+        )
+        .map_err(|_| protocol("cannot encode Bind"))?;
+        // Two executions outstanding: the server works on the next batch
+        // while this one is finished.
+        frontend::execute("", fetch_rows, &mut self.write).map_err(io_error)?;
+        frontend::execute("", fetch_rows, &mut self.write).map_err(io_error)?;
+        frontend::flush(&mut self.write);
+        self.flush().await?;
+        let mut rows_in_batch = 0usize;
+        let mut rows_total = 0u64;
+        let mut done = false;
+        let mut error = None;
+        while !done {
+            // Decode every complete message already in the buffer before
+            // reading the socket again.
+            let message = self.message().await?;
+            match message {
+                backend::Message::DataRow(row) if error.is_none() => {
+                    let buffer = row.buffer();
+                    let mut ranges = row.ranges();
+                    for b in builders.iter_mut() {
+                        let range = ranges
+                            .next()
+                            .map_err(io_error)?
+                            .ok_or_else(|| protocol("short DataRow"))?;
+                        let value = range.map(|r| &buffer[r]);
+                        if let Err(message) = b.append(value) {
+                            return Err(Error::Value {
+                                column: b.name.clone(),
+                                row: format!(
+                                    "row {} of the result",
+                                    rows_total + rows_in_batch as u64 + 1
+                                ),
+                                message,
+                            });
+                        }
+                    }
+                    rows_in_batch += 1;
+                }
+                backend::Message::PortalSuspended => {
+                    frontend::execute("", fetch_rows, &mut self.write).map_err(io_error)?;
+                    frontend::flush(&mut self.write);
+                    self.flush().await?;
+                    rows_total += rows_in_batch as u64;
+                    emit(schema, builders, &mut rows_in_batch, tx).await?;
+                }
+                backend::Message::CommandComplete(_) => {
+                    rows_total += rows_in_batch as u64;
+                    emit(schema, builders, &mut rows_in_batch, tx).await?;
+                    // The second Execute meets an exhausted portal; Sync
+                    // closes the exchange.
+                    frontend::sync(&mut self.write);
+                    self.flush().await?;
+                    done = true;
+                }
+                backend::Message::ErrorResponse(body) => {
+                    error = Some(server_error(&body));
+                    frontend::sync(&mut self.write);
+                    self.flush().await?;
+                    done = true;
+                }
+                _ => {}
+            }
+        }
+        // Drain up to ReadyForQuery (the outstanding Execute's answer).
+        loop {
+            match self.message().await? {
+                backend::Message::ReadyForQuery(_) => break,
+                backend::Message::ErrorResponse(body) if error.is_none() => {
+                    error = Some(server_error(&body))
+                }
+                _ => {}
+            }
+        }
+        let _ = rows_total;
+        match error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn terminate(&mut self) {
+        frontend::terminate(&mut self.write);
+        let _ = self.flush().await;
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        self.stream.write_all(&self.write).await.map_err(io_error)?;
+        self.stream.flush().await.map_err(io_error)?;
+        self.write.clear();
+        Ok(())
+    }
+
+    /// The next backend message, reading the socket as needed.
+    async fn message(&mut self) -> Result<backend::Message> {
+        loop {
+            if let Some(m) = backend::Message::parse(&mut self.read).map_err(io_error)? {
+                return Ok(m);
+            }
+            if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+                self.read.reserve(READ_CHUNK);
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.read)
+                .await
+                .map_err(io_error)?;
+            if n == 0 {
+                return Err(Error::Query {
+                    system: SYSTEM,
+                    message: "the server closed the connection".into(),
+                    code: None,
+                });
+            }
+        }
+    }
+}
+
+/// Finish the builders into a batch and send it (waits while the pipeline
+/// is busy: backpressure).
+async fn emit(
+    schema: &SchemaRef,
+    builders: &mut [ColumnBuilder],
+    rows: &mut usize,
+    tx: &mpsc::Sender<Result<RecordBatch>>,
+) -> Result<()> {
+    if *rows == 0 {
+        return Ok(());
+    }
+    let columns = builders.iter_mut().map(ColumnBuilder::finish).collect();
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    *rows = 0;
+    // A closed channel means the consumer is gone; the producer is then
+    // aborted, nothing more to do here.
+    let _ = tx.send(Ok(batch)).await;
+    Ok(())
+}
+
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    host: &str,
+    mode: SslMode,
+) -> std::result::Result<Box<dyn Stream>, String> {
+    if mode == SslMode::Disable {
+        return Ok(Box::new(tcp));
+    }
+    let mut buf = BytesMut::new();
+    frontend::ssl_request(&mut buf);
+    tcp.write_all(&buf).await.map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    match answer[0] {
+        b'S' => {
+            let roots =
+                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| format!("TLS: bad server name {host}: {e}"))?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            Ok(Box::new(tls))
+        }
+        _ if mode == SslMode::Require => {
+            Err("the server does not accept TLS, and sslmode=require".into())
+        }
+        _ => Ok(Box::new(tcp)),
+    }
+}
+
+fn first_host(config: &Config) -> Option<(String, u16)> {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => Some((h.clone(), port)),
+        None => Some(("localhost".into(), port)),
+        _ => None,
+    }
 }
 
 /// `host:port/database as user`, never the password.
@@ -249,28 +592,50 @@ fn describe_target(config: &Config) -> String {
     )
 }
 
-/// Turn a driver error into a query error carrying the server's own message.
-pub fn query_error(e: tokio_postgres::Error) -> Error {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut message = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-            if let Some(detail) = db.detail() {
-                message.push_str(&format!(" (detail: {detail})"));
-            }
-            if let Some(hint) = db.hint() {
-                message.push_str(&format!(" (hint: {hint})"));
-            }
-            Error::Query {
-                system: SYSTEM,
-                message: redact::scrub(&message),
-                code: Some(db.code().code().to_string()),
-            }
+/// An `ErrorResponse` as a query error carrying the server's own words.
+fn server_error(body: &backend::ErrorResponseBody) -> Error {
+    let (mut severity, mut code, mut message, mut detail, mut hint) =
+        (String::new(), String::new(), String::new(), None, None);
+    let mut fields = body.fields();
+    while let Ok(Some(f)) = fields.next() {
+        let v = String::from_utf8_lossy(f.value_bytes()).into_owned();
+        match f.type_() {
+            b'V' => severity = v,
+            b'S' if severity.is_empty() => severity = v,
+            b'C' => code = v,
+            b'M' => message = v,
+            b'D' => detail = Some(v),
+            b'H' => hint = Some(v),
+            _ => {}
         }
-        None => Error::Query {
-            system: SYSTEM,
-            message: redact::scrub(&error_chain(&e)),
-            code: None,
-        },
+    }
+    let mut text = format!("{severity} {code}: {message}");
+    if let Some(d) = detail {
+        text.push_str(&format!(" (detail: {d})"));
+    }
+    if let Some(h) = hint {
+        text.push_str(&format!(" (hint: {h})"));
+    }
+    Error::Query {
+        system: SYSTEM,
+        message: redact::scrub(&text),
+        code: (!code.is_empty()).then_some(code),
+    }
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Query {
+        system: SYSTEM,
+        message: format!("connection: {e}"),
+        code: None,
+    }
+}
+
+fn protocol(message: &str) -> Error {
+    Error::Query {
+        system: SYSTEM,
+        message: format!("protocol: {message}"),
+        code: None,
     }
 }
 
