@@ -28,6 +28,12 @@ pub struct JobConfig {
     /// How result columns become document fields.
     #[serde(default)]
     pub mapping: MappingConfig,
+    /// Memory budget for everything the run holds at once (batches being
+    /// read, encoded and written). Batch and request sizes follow from it.
+    /// Default: a quarter of the smaller of physical memory and the cgroup
+    /// limit. `shiftload run --memory-limit` overrides it.
+    #[serde(default)]
+    pub memory_limit: Option<crate::memory::ByteSize>,
 }
 
 /// The Redshift (or PostgreSQL) query to read.
@@ -43,7 +49,8 @@ pub struct SourceConfig {
     /// transaction; rows are fetched `fetch_rows` at a time through a
     /// row-limited portal, never all at once.
     pub query: String,
-    /// Rows per fetch, and so per Arrow record batch.
+    /// Rows per fetch, and at most per Arrow record batch (a batch is cut
+    /// earlier when its rows reach the memory budget's batch share).
     #[serde(default = "default_fetch_rows")]
     pub fetch_rows: u32,
 }
@@ -247,6 +254,9 @@ impl JobConfig {
             if value.trim().is_empty() {
                 return Err(format!("`{key}` is empty"));
             }
+        }
+        if self.memory_limit.is_some_and(|m| m.0 < 4 << 20) {
+            return Err("`memory_limit` must be at least 4MiB".into());
         }
         if self.source.fetch_rows == 0 {
             return Err("`source.fetch_rows` must be at least 1".into());

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use shiftload::memory::ByteSize;
 use shiftload::pipeline::{self, Progress, RunSummary};
 use shiftload::{redact, JobConfig};
 
@@ -52,6 +53,9 @@ enum Command {
         /// Never draw a progress bar, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Memory budget ("256MiB", "2GiB"); overrides the job's memory_limit.
+        #[arg(long)]
+        memory_limit: Option<ByteSize>,
     },
     /// Check a job file without touching any data.
     Validate {
@@ -68,6 +72,9 @@ enum Command {
         /// How far to take the data.
         #[arg(long, value_enum, default_value_t = BenchStage::Source)]
         stage: BenchStage,
+        /// Memory budget ("256MiB", "2GiB"); overrides the job's memory_limit.
+        #[arg(long)]
+        memory_limit: Option<ByteSize>,
     },
 }
 
@@ -98,14 +105,19 @@ fn main() -> ExitCode {
             job,
             quiet,
             no_progress,
-        } => run(&job, quiet, no_progress),
-        Command::Bench { job, stage } => bench(&job, stage),
+            memory_limit,
+        } => run(&job, quiet, no_progress, memory_limit),
+        Command::Bench {
+            job,
+            stage,
+            memory_limit,
+        } => bench(&job, stage, memory_limit),
     };
     ExitCode::from(code)
 }
 
-fn run(path: &Path, quiet: bool, no_progress: bool) -> u8 {
-    let (job, runtime) = match load(path) {
+fn run(path: &Path, quiet: bool, no_progress: bool, memory_limit: Option<ByteSize>) -> u8 {
+    let (job, runtime) = match load(path, memory_limit) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -145,8 +157,8 @@ fn run(path: &Path, quiet: bool, no_progress: bool) -> u8 {
     }
 }
 
-fn bench(path: &Path, stage: BenchStage) -> u8 {
-    let (job, runtime) = match load(path) {
+fn bench(path: &Path, stage: BenchStage, memory_limit: Option<ByteSize>) -> u8 {
+    let (job, runtime) = match load(path, memory_limit) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -173,8 +185,14 @@ fn bench(path: &Path, stage: BenchStage) -> u8 {
 }
 
 /// The job and a runtime to run it on, or the exit code of the failure.
-fn load(path: &Path) -> Result<(JobConfig, tokio::runtime::Runtime), u8> {
-    let job = JobConfig::load(path).map_err(|e| report(&e))?;
+fn load(
+    path: &Path,
+    memory_limit: Option<ByteSize>,
+) -> Result<(JobConfig, tokio::runtime::Runtime), u8> {
+    let mut job = JobConfig::load(path).map_err(|e| report(&e))?;
+    if memory_limit.is_some() {
+        job.memory_limit = memory_limit;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -218,10 +236,11 @@ fn render_summary(s: &RunSummary) -> String {
         bytes((s.writes.bytes as f64 / secs.max(1e-9)) as u64)
     ));
     out.push_str(&format!(
-        "  peak RSS      {}\n",
+        "  peak RSS      {} (memory budget {})\n",
         s.peak_rss_bytes
             .map(bytes)
-            .unwrap_or_else(|| "unknown".into())
+            .unwrap_or_else(|| "unknown".into()),
+        s.memory_budget
     ));
     out
 }
@@ -239,18 +258,7 @@ fn group(n: u64) -> String {
 }
 
 fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    ByteSize(n).to_string()
 }
 
 fn init_logging(format: LogFormat) {

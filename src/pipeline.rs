@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::JobConfig;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
+use crate::memory::{BatchPermit, Budget, ByteSize};
 use crate::sink::{MongoSink, WriteStats};
 use crate::source::PgSource;
 
@@ -35,6 +36,8 @@ pub struct RunSummary {
     pub writes: WriteStats,
     pub elapsed: Duration,
     pub peak_rss_bytes: Option<u64>,
+    /// The memory budget the run kept to.
+    pub memory_budget: ByteSize,
 }
 
 impl RunSummary {
@@ -47,8 +50,9 @@ impl RunSummary {
 pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> Result<RunSummary> {
     let started = Instant::now();
     // The target first: a bad MongoDB URI should not cost a Redshift query.
-    let mut sink = MongoSink::connect(&job.target).await?;
-    let mut source = PgSource::open(&job.source, &job.source.query).await?;
+    let budget = budget_for(job);
+    let mut sink = MongoSink::connect(&job.target, &budget).await?;
+    let mut source = PgSource::open(&job.source, &job.source.query, &budget).await?;
     let encoder = Arc::new(Encoder::new(&source.schema(), &job.mapping)?);
     if !sink.limits().decimal128 {
         if let Some(column) = encoder.decimal128_column(&source.schema()) {
@@ -68,7 +72,15 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
     );
 
     let mut progress = Progress::default();
-    let pumped = pump(&mut source, &encoder, &mut sink, &mut progress, on_progress).await;
+    let pumped = pump(
+        &mut source,
+        &encoder,
+        &budget,
+        &mut sink,
+        &mut progress,
+        on_progress,
+    )
+    .await;
     // Whatever stopped the pump, the writes already handed to the sink are
     // awaited: nothing fetched and encoded before a failure is thrown away.
     let finished = sink.finish().await;
@@ -81,20 +93,32 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
         writes,
         elapsed: started.elapsed(),
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
+        memory_budget: budget.total(),
     })
+}
+
+/// The job's memory budget, or the default share of this machine's memory.
+pub fn budget_for(job: &JobConfig) -> Budget {
+    Budget::new(
+        job.memory_limit
+            .unwrap_or_else(crate::memory::default_budget),
+        job.target.writers,
+    )
 }
 
 async fn pump(
     source: &mut PgSource,
     encoder: &Arc<Encoder>,
+    budget: &Budget,
     sink: &mut MongoSink,
     progress: &mut Progress,
     on_progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<()> {
-    while let Some(batch) = source.next_batch().await {
-        let batch = batch?;
+    while let Some(next) = source.next_batch().await {
+        let (batch, permit): (_, BatchPermit) = next?;
         let first_row = progress.rows_read;
         let rows = batch.num_rows() as u64;
+        let arrow_bytes = batch.get_array_memory_size();
         let encoder = encoder.clone();
         let encoded = tokio::task::spawn_blocking(move || encoder.encode(&batch, first_row))
             .await
@@ -102,7 +126,8 @@ async fn pump(
         progress.rows_read += rows;
         progress.bson_bytes += encoded.bytes as u64;
         progress.batches += 1;
-        sink.write(encoded).await?;
+        budget.observe(arrow_bytes, encoded.bytes);
+        sink.write(encoded, permit).await?;
         on_progress(progress);
     }
     Ok(())
@@ -132,14 +157,15 @@ pub struct DrainSummary {
 /// per-stage throughput for benchmarks, without touching the target.
 pub async fn drain(job: &JobConfig, stage: Stage) -> Result<DrainSummary> {
     let started = Instant::now();
-    let mut source = PgSource::open(&job.source, &job.source.query).await?;
+    let budget = budget_for(job);
+    let mut source = PgSource::open(&job.source, &job.source.query, &budget).await?;
     let encoder = match stage {
         Stage::Encode => Some(Arc::new(Encoder::new(&source.schema(), &job.mapping)?)),
         Stage::Source => None,
     };
     let (mut rows, mut batches, mut arrow_bytes, mut bson_bytes) = (0u64, 0u64, 0u64, 0u64);
-    while let Some(batch) = source.next_batch().await {
-        let batch = batch?;
+    while let Some(next) = source.next_batch().await {
+        let (batch, _permit) = next?;
         let first_row = rows;
         let arrow = batch.get_array_memory_size();
         let bson = match &encoder {

@@ -193,9 +193,8 @@ fn committed_json_schema_matches_the_config_types() {
     ))
     .unwrap();
     let out = shiftload(&["schema"]);
-    assert_eq!(
-        stdout(&out),
-        committed,
+    assert!(
+        stdout(&out) == committed,
         "schemas/job.schema.json is stale: regenerate it with `shiftload schema > schemas/job.schema.json`"
     );
 }

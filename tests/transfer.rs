@@ -33,14 +33,30 @@ fn get<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
 
 #[tokio::test]
 async fn reference_table_transfers_exactly_and_reruns_idempotently() {
-    const ROWS: u64 = 20_000;
-    let table = seed(ROWS).await;
+    let out = transfer_and_compare(20_000, 3000).await;
+    assert!(out.contains("in 7 batches"), "{out}");
+}
+
+/// The volume run (`scripts/bench-transfer.sh`): SHIFTLOAD_VOLUME_ROWS rows
+/// (default 1,000,000), compared document by document.
+#[tokio::test]
+#[ignore = "volume: run by scripts/bench-transfer.sh"]
+async fn volume_transfer_matches_the_source() {
+    let rows = std::env::var("SHIFTLOAD_VOLUME_ROWS").map_or(1_000_000, |v| v.parse().unwrap());
+    let out = transfer_and_compare(rows, 65_536).await;
+    println!("{out}");
+}
+
+/// Transfer the reference table, compare every document with its row, run
+/// again and check nothing is duplicated. Returns the first run's summary.
+async fn transfer_and_compare(rows: u64, fetch_rows: u64) -> String {
+    let table = seed(rows).await;
     let db = unique("t_ref");
     let (_d, path) = job(&format!(
         r#"[source]
 url = "{{PG}}"
 query = "SELECT * FROM {table}"
-fetch_rows = 3000
+fetch_rows = {fetch_rows}
 
 [target]
 uri = "{{MONGO}}"
@@ -58,10 +74,12 @@ customer_id = "customer.id"
 customer_name = "customer.name"
 "#
     ));
-    let out = assert_ok(&run_job(&path));
-    assert!(out.contains("20,000 inserted, 0 already present"), "{out}");
-    assert!(out.contains("in 7 batches"), "{out}");
-    assert!(out.contains("peak RSS"), "{out}");
+    let first = assert_ok(&run_job(&path));
+    assert!(
+        first.contains(&format!("{} inserted, 0 already present", group(rows))),
+        "{first}"
+    );
+    assert!(first.contains("peak RSS"), "{first}");
 
     let expected = pg_text_rows(&format!(
         "SELECT order_id, customer_id, quantity, amount, discount::float8 AS discount, score, is_paid,
@@ -73,7 +91,7 @@ customer_name = "customer.name"
     ))
     .await;
     let docs = mongo_docs(&db, "orders").await;
-    assert_eq!(docs.len() as u64, ROWS);
+    assert_eq!(docs.len() as u64, rows);
     for (doc, row) in docs.iter().zip(&expected) {
         let v = |c: &str| row[c].clone();
         assert_eq!(
@@ -123,10 +141,28 @@ customer_name = "customer.name"
     }
 
     // A second run finds every document already there and writes nothing new.
-    let out = assert_ok(&run_job(&path));
-    assert!(out.contains("0 inserted, 20,000 already present"), "{out}");
-    assert_eq!(mongo_count(&db, "orders").await, ROWS);
+    let again = assert_ok(&run_job(&path));
+    assert!(
+        again.contains(&format!("0 inserted, {} already present", group(rows))),
+        "{again}"
+    );
+    assert_eq!(mongo_count(&db, "orders").await, rows);
     drop_db(&db).await;
+    pg_exec(&format!("DROP TABLE {table}")).await;
+    first
+}
+
+/// 1234567 → "1,234,567", as the summary prints counts.
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[tokio::test]

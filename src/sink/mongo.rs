@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::config::TargetConfig;
 use crate::encode::EncodedBatch;
 use crate::error::{Error, Result};
+use crate::memory::{BatchPermit, Budget};
 use crate::redact;
 
 const SYSTEM: &str = "MongoDB";
@@ -67,6 +68,7 @@ pub struct MongoSink {
     namespace: String,
     limits: ServerLimits,
     docs_per_request: usize,
+    bytes_per_request: usize,
     writers: usize,
     in_flight: JoinSet<Result<WriteStats>>,
     stats: WriteStats,
@@ -75,7 +77,7 @@ pub struct MongoSink {
 impl MongoSink {
     /// Connect and ask the server for its limits. Fails before any data
     /// moves when the server cannot be reached or refuses the login.
-    pub async fn connect(cfg: &TargetConfig) -> Result<Self> {
+    pub async fn connect(cfg: &TargetConfig, budget: &Budget) -> Result<Self> {
         let client = connect(&cfg.uri).await?;
         let db = client.database(&cfg.database);
         let limits = server_limits(&db, &cfg.uri).await?;
@@ -85,6 +87,11 @@ impl MongoSink {
             collection,
             limits,
             docs_per_request: cfg.write_batch_docs.min(limits.max_write_batch_size).max(1),
+            bytes_per_request: budget.request_bytes().min(
+                limits
+                    .max_message_size_bytes
+                    .saturating_sub(MESSAGE_OVERHEAD),
+            ),
             writers: cfg.writers,
             in_flight: JoinSet::new(),
             stats: WriteStats::default(),
@@ -96,12 +103,10 @@ impl MongoSink {
     }
 
     /// Queue `batch` for writing; returns once it is handed to writers,
-    /// waiting while `writers` requests are already in flight.
-    pub async fn write(&mut self, batch: EncodedBatch) -> Result<()> {
-        let max_bytes = self
-            .limits
-            .max_message_size_bytes
-            .saturating_sub(MESSAGE_OVERHEAD);
+    /// waiting while `writers` requests are already in flight. `permit` is
+    /// released when the last request of the batch is acknowledged.
+    pub async fn write(&mut self, batch: EncodedBatch, permit: BatchPermit) -> Result<()> {
+        let max_bytes = self.bytes_per_request;
         let mut request: Vec<RawDocumentBuf> =
             Vec::with_capacity(self.docs_per_request.min(batch.docs));
         let mut request_bytes = 0usize;
@@ -124,7 +129,7 @@ impl MongoSink {
                 {
                     let full =
                         std::mem::replace(&mut request, Vec::with_capacity(self.docs_per_request));
-                    self.send(full, request_bytes).await?;
+                    self.send(full, request_bytes, &permit).await?;
                     request_bytes = 0;
                 }
                 request_bytes += doc.len();
@@ -135,19 +140,28 @@ impl MongoSink {
             }
         }
         if !request.is_empty() {
-            self.send(request, request_bytes).await?;
+            self.send(request, request_bytes, &permit).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, docs: Vec<RawDocumentBuf>, bytes: usize) -> Result<()> {
+    async fn send(
+        &mut self,
+        docs: Vec<RawDocumentBuf>,
+        bytes: usize,
+        permit: &BatchPermit,
+    ) -> Result<()> {
         while self.in_flight.len() >= self.writers {
             self.join_one().await?;
         }
         let collection = self.collection.clone();
         let namespace = self.namespace.clone();
-        self.in_flight
-            .spawn(insert(collection, namespace, docs, bytes));
+        let permit = permit.clone();
+        self.in_flight.spawn(async move {
+            let result = insert(collection, namespace, docs, bytes).await;
+            drop(permit);
+            result
+        });
         Ok(())
     }
 

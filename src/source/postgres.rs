@@ -35,6 +35,7 @@ use tokio_postgres::Config;
 use super::pgtypes::{ColumnBuilder, PgKind};
 use crate::config::SourceConfig;
 use crate::error::{Error, Result};
+use crate::memory::{BatchPermit, Budget};
 use crate::redact;
 
 const SYSTEM: &str = "PostgreSQL/Redshift";
@@ -42,7 +43,7 @@ const SYSTEM: &str = "PostgreSQL/Redshift";
 /// A running query: yields record batches of at most `fetch_rows` rows.
 pub struct PgSource {
     schema: SchemaRef,
-    rx: mpsc::Receiver<Result<RecordBatch>>,
+    rx: mpsc::Receiver<Result<(RecordBatch, BatchPermit)>>,
     producer: JoinHandle<()>,
     rows_seen: u64,
 }
@@ -50,8 +51,10 @@ pub struct PgSource {
 impl PgSource {
     /// Connect, open a transaction, parse `sql` and describe its result (so
     /// that SQL errors and unmappable column types surface before any data
-    /// moves), then start fetching `fetch_rows` at a time.
-    pub async fn open(cfg: &SourceConfig, sql: &str) -> Result<Self> {
+    /// moves), then start fetching `fetch_rows` at a time. Batches are cut
+    /// at `fetch_rows` rows or at the budget's batch share of wire bytes,
+    /// whichever comes first, and each waits for its permits.
+    pub async fn open(cfg: &SourceConfig, sql: &str, budget: &Budget) -> Result<Self> {
         let mut conn = Connection::connect(&cfg.url).await?;
         conn.simple_query("BEGIN").await?;
         let columns = conn.describe(sql).await?;
@@ -87,13 +90,12 @@ impl PgSource {
             .map(|(c, k)| ColumnBuilder::new(&c.name, *k, cfg.fetch_rows as usize))
             .collect();
         let (tx, rx) = mpsc::channel(1);
-        let producer = tokio::spawn(produce(
-            conn,
-            schema.clone(),
-            builders,
-            cfg.fetch_rows as i32,
-            tx,
-        ));
+        let limits = BatchLimits {
+            rows: cfg.fetch_rows as usize,
+            bytes: budget.batch_bytes(),
+            budget: budget.clone(),
+        };
+        let producer = tokio::spawn(produce(conn, schema.clone(), builders, limits, tx));
         Ok(PgSource {
             schema,
             rx,
@@ -107,10 +109,11 @@ impl PgSource {
         self.schema.clone()
     }
 
-    /// The next batch, or `None` when the result is exhausted.
-    pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+    /// The next batch with the permits it holds until written, or `None`
+    /// when the result is exhausted.
+    pub async fn next_batch(&mut self) -> Option<Result<(RecordBatch, BatchPermit)>> {
         let batch = self.rx.recv().await?;
-        if let Ok(b) = &batch {
+        if let Ok((b, _)) = &batch {
             self.rows_seen += b.num_rows() as u64;
         }
         Some(batch)
@@ -128,15 +131,25 @@ impl Drop for PgSource {
     }
 }
 
+/// When the reader cuts a batch.
+struct BatchLimits {
+    rows: usize,
+    /// Wire bytes of the rows.
+    bytes: usize,
+    budget: Budget,
+}
+
+type BatchSender = mpsc::Sender<Result<(RecordBatch, BatchPermit)>>;
+
 async fn produce(
     mut conn: Connection,
     schema: SchemaRef,
     mut builders: Vec<ColumnBuilder>,
-    fetch_rows: i32,
-    tx: mpsc::Sender<Result<RecordBatch>>,
+    limits: BatchLimits,
+    tx: BatchSender,
 ) {
     let result = async {
-        conn.stream(&schema, &mut builders, fetch_rows, &tx).await?;
+        conn.stream(&schema, &mut builders, &limits, &tx).await?;
         conn.simple_query("COMMIT").await?;
         conn.terminate().await;
         Ok(())
@@ -361,9 +374,10 @@ impl Connection {
         &mut self,
         schema: &SchemaRef,
         builders: &mut [ColumnBuilder],
-        fetch_rows: i32,
-        tx: &mpsc::Sender<Result<RecordBatch>>,
+        limits: &BatchLimits,
+        tx: &BatchSender,
     ) -> Result<()> {
+        let fetch_rows = limits.rows as i32;
         frontend::bind(
             "",
             "",
@@ -381,6 +395,7 @@ impl Connection {
         frontend::flush(&mut self.write);
         self.flush().await?;
         let mut rows_in_batch = 0usize;
+        let mut bytes_in_batch = 0usize;
         let mut rows_total = 0u64;
         let mut done = false;
         let mut error = None;
@@ -410,17 +425,23 @@ impl Connection {
                         }
                     }
                     rows_in_batch += 1;
+                    bytes_in_batch += buffer.len();
+                    // Cut here when the batch's share of the budget is
+                    // reached (wide rows), not only at portal boundaries.
+                    if rows_in_batch >= limits.rows || bytes_in_batch >= limits.bytes {
+                        rows_total += rows_in_batch as u64;
+                        bytes_in_batch = 0;
+                        emit(schema, builders, &mut rows_in_batch, &limits.budget, tx).await?;
+                    }
                 }
                 backend::Message::PortalSuspended => {
                     frontend::execute("", fetch_rows, &mut self.write).map_err(io_error)?;
                     frontend::flush(&mut self.write);
                     self.flush().await?;
-                    rows_total += rows_in_batch as u64;
-                    emit(schema, builders, &mut rows_in_batch, tx).await?;
                 }
                 backend::Message::CommandComplete(_) => {
                     rows_total += rows_in_batch as u64;
-                    emit(schema, builders, &mut rows_in_batch, tx).await?;
+                    emit(schema, builders, &mut rows_in_batch, &limits.budget, tx).await?;
                     // The second Execute meets an exhausted portal; Sync
                     // closes the exchange.
                     frontend::sync(&mut self.write);
@@ -490,13 +511,14 @@ impl Connection {
     }
 }
 
-/// Finish the builders into a batch and send it (waits while the pipeline
-/// is busy: backpressure).
+/// Finish the builders into a batch, wait for its permits, and send it
+/// (waits while the pipeline is busy: backpressure).
 async fn emit(
     schema: &SchemaRef,
     builders: &mut [ColumnBuilder],
     rows: &mut usize,
-    tx: &mpsc::Sender<Result<RecordBatch>>,
+    budget: &Budget,
+    tx: &BatchSender,
 ) -> Result<()> {
     if *rows == 0 {
         return Ok(());
@@ -505,9 +527,10 @@ async fn emit(
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| Error::Internal(e.to_string()))?;
     *rows = 0;
+    let permit = budget.acquire(batch.get_array_memory_size()).await;
     // A closed channel means the consumer is gone; the producer is then
     // aborted, nothing more to do here.
-    let _ = tx.send(Ok(batch)).await;
+    let _ = tx.send(Ok((batch, permit))).await;
     Ok(())
 }
 
