@@ -28,12 +28,57 @@ pub struct JobConfig {
     /// How result columns become document fields.
     #[serde(default)]
     pub mapping: MappingConfig,
+    /// The job's name in the checkpoint collection. Default: the job file's
+    /// name without `.toml`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Cut the query into key ranges, checkpointed one by one (resumable).
+    /// Without it the whole query is one partition.
+    #[serde(default)]
+    pub partition: Option<crate::plan::PartitionConfig>,
+    /// Where progress is kept, and how long a worker's claim lasts.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// Retries of a partition after transient errors.
+    #[serde(default)]
+    pub retry: crate::retry::RetryConfig,
     /// Memory budget for everything the run holds at once (batches being
     /// read, encoded and written). Batch and request sizes follow from it.
     /// Default: a quarter of the smaller of physical memory and the cgroup
     /// limit. `shiftload run --memory-limit` overrides it.
     #[serde(default)]
     pub memory_limit: Option<crate::memory::ByteSize>,
+}
+
+/// Where progress is kept.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Collection, in the target database, holding the job's partitions and
+    /// their states. Several workers (processes, machines) on the same job
+    /// share it.
+    #[serde(default = "default_checkpoint_collection")]
+    pub collection: String,
+    /// Seconds a worker's claim on a partition lasts without a heartbeat;
+    /// after that (a killed worker) another run takes the partition over.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+}
+
+fn default_checkpoint_collection() -> String {
+    "shiftload_checkpoints".into()
+}
+fn default_lease_seconds() -> u64 {
+    60
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            collection: default_checkpoint_collection(),
+            lease_seconds: default_lease_seconds(),
+        }
+    }
 }
 
 /// The Redshift (or PostgreSQL) query to read.
@@ -49,6 +94,11 @@ pub struct SourceConfig {
     /// transaction; rows are fetched `fetch_rows` at a time through a
     /// row-limited portal, never all at once.
     pub query: String,
+    /// `statement_timeout` for the source session, in milliseconds (Redshift
+    /// and PostgreSQL cancel a statement that runs longer; shiftload retries
+    /// the partition and cuts it in half after two timeouts).
+    #[serde(default)]
+    pub statement_timeout_ms: Option<u64>,
     /// Rows per fetch, and at most per Arrow record batch (a batch is cut
     /// earlier when its rows reach the memory budget's batch share).
     #[serde(default = "default_fetch_rows")]
@@ -222,6 +272,9 @@ impl JobConfig {
         let mut job: JobConfig =
             toml::from_str(text).map_err(|e| job_err(e.to_string().trim_end().to_string()))?;
         job.expand_env().map_err(job_err)?;
+        if job.name.is_none() {
+            job.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
         job.check().map_err(job_err)?;
         crate::redact::register_uri(&job.source.url);
         crate::redact::register_uri(&job.target.uri);
@@ -257,6 +310,23 @@ impl JobConfig {
         }
         if self.memory_limit.is_some_and(|m| m.0 < 4 << 20) {
             return Err("`memory_limit` must be at least 4MiB".into());
+        }
+        if let Some(p) = &self.partition {
+            if self.mapping.id.is_empty() {
+                return Err("`partition` needs `mapping.id`: a partition that is retried or resumed \
+                            must find its documents by a stable `_id` (key columns), or it would write \
+                            them twice"
+                    .into());
+            }
+            if p.parallel == 0 || p.parallel > 64 {
+                return Err("`partition.parallel` must be between 1 and 64".into());
+            }
+        }
+        if self.checkpoint.lease_seconds < 2 {
+            return Err("`checkpoint.lease_seconds` must be at least 2".into());
+        }
+        if self.retry.max_attempts == 0 {
+            return Err("`retry.max_attempts` must be at least 1".into());
         }
         if self.source.fetch_rows == 0 {
             return Err("`source.fetch_rows` must be at least 1".into());
@@ -354,6 +424,28 @@ pub fn json_schema() -> String {
     let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
     s.push('\n');
     s
+}
+
+/// A stable fingerprint of what decides the documents a job writes (source,
+/// query, target, mapping, partitioning): an unfinished run is resumed only
+/// by the same job.
+pub fn fingerprint(job: &JobConfig) -> String {
+    let text = format!(
+        "{}\n{}\n{}.{}\n{:?}\n{:?}",
+        job.source.url,
+        job.source.query,
+        job.target.database,
+        job.target.collection,
+        job.mapping,
+        job.partition
+    );
+    // FNV-1a, 64 bits: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 #[cfg(test)]

@@ -61,6 +61,14 @@ pub enum Error {
     #[error("MongoDB write to {namespace} failed: {message}")]
     Write { namespace: String, message: String },
 
+    /// The target could not be reached for a while (network, failover,
+    /// restart): worth retrying.
+    #[error("{system} unavailable: {message}")]
+    Unavailable {
+        system: &'static str,
+        message: String,
+    },
+
     /// Local I/O (job file, state files).
     #[error("{context}: {source}")]
     Io {

@@ -4,12 +4,15 @@
 //! The library holds the whole engine; the `shiftload` binary is a thin CLI
 //! over [`pipeline::run`]. See `docs/ARCHITECTURE.md`.
 
+pub mod checkpoint;
 pub mod config;
 pub mod encode;
 pub mod error;
 pub mod memory;
 pub mod pipeline;
+pub mod plan;
 pub mod redact;
+pub mod retry;
 pub mod sink;
 pub mod source;
 

@@ -4,21 +4,32 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use shiftload::checkpoint::CheckpointStore;
 use shiftload::memory::ByteSize;
-use shiftload::pipeline::{self, Progress, RunSummary};
+use shiftload::pipeline::{self, Outcome, Progress, RunOptions, RunSummary};
+use shiftload::plan::Range;
 use shiftload::{redact, JobConfig};
+use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit codes, documented in the README.
 mod exit {
+    /// Transfer complete.
     pub const OK: u8 = 0;
+    /// The run stopped on an error (server, SQL, write); resumable.
     pub const FAILED: u8 = 1;
+    /// The job file or mapping is wrong; nothing was written.
     pub const CONFIG: u8 = 2;
+    /// Some partitions failed after their retries; the rest is done.
+    pub const PARTITIONS_FAILED: u8 = 3;
+    /// Stopped by SIGINT/SIGTERM; the next run resumes.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Parser)]
@@ -41,21 +52,40 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Args)]
+struct JobArgs {
+    /// The job file (TOML).
+    job: PathBuf,
+    /// Memory budget ("256MiB", "2GiB"); overrides the job's memory_limit.
+    #[arg(long)]
+    memory_limit: Option<ByteSize>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run a transfer job.
+    /// Run a transfer job (or join it as another worker, or resume it).
     Run {
-        /// The job file (TOML).
-        job: PathBuf,
+        #[command(flatten)]
+        job: JobArgs,
         /// Print nothing on success (for cron); errors still go to stderr.
         #[arg(long, short)]
         quiet: bool,
         /// Never draw a progress bar, even on a terminal.
         #[arg(long)]
         no_progress: bool,
-        /// Memory budget ("256MiB", "2GiB"); overrides the job's memory_limit.
+        /// Discard the checkpoint of an unfinished run and start over.
         #[arg(long)]
-        memory_limit: Option<ByteSize>,
+        restart: bool,
+    },
+    /// Show the partitions and the SQL of each, without writing anything.
+    Plan {
+        #[command(flatten)]
+        job: JobArgs,
+    },
+    /// Show the job's progress from its checkpoint.
+    Status {
+        #[command(flatten)]
+        job: JobArgs,
     },
     /// Check a job file without touching any data.
     Validate {
@@ -67,14 +97,11 @@ enum Command {
     /// Measure the first stages of a job (fetch + decode, or + encode)
     /// without writing anything.
     Bench {
-        /// The job file (TOML).
-        job: PathBuf,
+        #[command(flatten)]
+        job: JobArgs,
         /// How far to take the data.
         #[arg(long, value_enum, default_value_t = BenchStage::Source)]
         stage: BenchStage,
-        /// Memory budget ("256MiB", "2GiB"); overrides the job's memory_limit.
-        #[arg(long)]
-        memory_limit: Option<ByteSize>,
     },
 }
 
@@ -105,19 +132,33 @@ fn main() -> ExitCode {
             job,
             quiet,
             no_progress,
-            memory_limit,
-        } => run(&job, quiet, no_progress, memory_limit),
-        Command::Bench {
-            job,
-            stage,
-            memory_limit,
-        } => bench(&job, stage, memory_limit),
+            restart,
+        } => run(&job, quiet, no_progress, restart),
+        Command::Plan { job } => plan(&job),
+        Command::Status { job } => status(&job),
+        Command::Bench { job, stage } => bench(&job, stage),
     };
     ExitCode::from(code)
 }
 
-fn run(path: &Path, quiet: bool, no_progress: bool, memory_limit: Option<ByteSize>) -> u8 {
-    let (job, runtime) = match load(path, memory_limit) {
+/// The job and a runtime to run it on, or the exit code of the failure.
+fn load(args: &JobArgs) -> Result<(JobConfig, tokio::runtime::Runtime), u8> {
+    let mut job = JobConfig::load(&args.job).map_err(|e| report(&e))?;
+    if args.memory_limit.is_some() {
+        job.memory_limit = args.memory_limit;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::FAILED
+        })?;
+    Ok((job, runtime))
+}
+
+fn run(args: &JobArgs, quiet: bool, no_progress: bool, restart: bool) -> u8 {
+    let (job, runtime) = match load(args) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -131,25 +172,97 @@ fn run(path: &Path, quiet: bool, no_progress: bool, memory_limit: Option<ByteSiz
         bar
     });
     let started = std::time::Instant::now();
-    let on_progress = |p: &Progress| {
-        if let Some(bar) = &bar {
+    let progress_bar = bar.clone();
+    let on_progress = Arc::new(move |p: &Progress| {
+        if let Some(bar) = &progress_bar {
             let secs = started.elapsed().as_secs_f64().max(1e-3);
             bar.set_message(format!(
-                "{} rows read, {:.0} rows/s, {} BSON",
+                "{} rows read, {:.0} rows/s, {} BSON, {} partitions done here",
                 group(p.rows_read),
                 p.rows_read as f64 / secs,
-                bytes(p.bson_bytes)
+                bytes(p.bson_bytes),
+                p.partitions_done
             ));
         }
+    });
+    let cancel = CancellationToken::new();
+    let options = RunOptions {
+        restart,
+        cancel: cancel.clone(),
+        on_progress,
     };
-    let outcome = runtime.block_on(pipeline::run(&job, &on_progress));
+    let outcome = runtime.block_on(async {
+        tokio::spawn(watch_signals(cancel));
+        pipeline::run(&job, options).await
+    });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     match outcome {
         Ok(summary) => {
-            if !quiet {
-                print!("{}", render_summary(&summary));
+            let code = match summary.outcome {
+                Outcome::Complete => exit::OK,
+                Outcome::PartitionsFailed => exit::PARTITIONS_FAILED,
+                Outcome::Interrupted => exit::INTERRUPTED,
+            };
+            if !quiet || code != exit::OK {
+                print!("{}", render_summary(&summary, &args.job));
+            }
+            code
+        }
+        Err(e) => {
+            let code = report(&e);
+            if code == exit::FAILED {
+                eprintln!(
+                    "shiftload: progress is kept; run `shiftload run {}` again to resume",
+                    args.job.display()
+                );
+            }
+            code
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: stop taking partitions, finish the writes in
+/// flight, give unfinished partitions back. Second: exit at once.
+async fn watch_signals(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!("shiftload: stopping: finishing the writes in flight (signal again to exit at once)");
+    cancel.cancel();
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!(
+        "shiftload: exiting now; unfinished partitions are taken over when their leases expire"
+    );
+    std::process::exit(exit::INTERRUPTED as i32);
+}
+
+fn plan(args: &JobArgs) -> u8 {
+    let (job, runtime) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    match runtime.block_on(pipeline::plan(&job)) {
+        Ok(p) => {
+            println!("memory budget  {}", p.memory_budget);
+            match &p.key {
+                Some((column, _)) => println!(
+                    "partition key  {column} (min {}, max {}, {} rows)",
+                    p.min.map_or("none".into(), |v| v.to_string()),
+                    p.max.map_or("none".into(), |v| v.to_string()),
+                    p.rows.map_or("?".into(), group)
+                ),
+                None => println!("partition key  none: the whole query is one partition"),
+            }
+            println!("partitions     {}", p.partitions.len());
+            for (i, (range, sql)) in p.partitions.iter().enumerate() {
+                println!("{:>5}  {:<28} {sql}", i + 1, describe_range(range));
             }
             exit::OK
         }
@@ -157,8 +270,81 @@ fn run(path: &Path, quiet: bool, no_progress: bool, memory_limit: Option<ByteSiz
     }
 }
 
-fn bench(path: &Path, stage: BenchStage, memory_limit: Option<ByteSize>) -> u8 {
-    let (job, runtime) = match load(path, memory_limit) {
+fn describe_range(r: &Range) -> String {
+    if r.null {
+        return "key IS NULL".into();
+    }
+    let lo = if r.lo == i64::MIN {
+        "-inf".into()
+    } else {
+        r.lo.to_string()
+    };
+    let hi = if r.hi == i64::MAX {
+        "+inf".into()
+    } else {
+        r.hi.to_string()
+    };
+    format!("[{lo}, {hi})")
+}
+
+fn status(args: &JobArgs) -> u8 {
+    let (job, runtime) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let name = job.name.clone().unwrap_or_else(|| "job".into());
+    let result = runtime.block_on(async {
+        let target = shiftload::sink::Target::connect(&job.target).await?;
+        let store = CheckpointStore::new(
+            &target.database,
+            &job.checkpoint.collection,
+            &name,
+            "status",
+            std::time::Duration::from_secs(job.checkpoint.lease_seconds),
+        );
+        store.status().await
+    });
+    match result {
+        Ok(None) => {
+            println!("job {name}: never run");
+            exit::OK
+        }
+        Ok(Some(s)) => {
+            println!(
+                "job {name}: generation {} {} — {} partitions: {} done, {} running, {} pending, {} failed",
+                s.generation,
+                s.state,
+                s.partitions.len(),
+                s.count("done"),
+                s.count("running"),
+                s.count("pending"),
+                s.count("failed")
+            );
+            for p in &s.partitions {
+                println!(
+                    "  {:<28} {:<8} attempts {:<3} rows {:>12} {}{}",
+                    describe_range(&p.range),
+                    p.state,
+                    p.attempts,
+                    group(p.rows.max(0) as u64),
+                    p.owner
+                        .as_deref()
+                        .filter(|_| p.state == "running")
+                        .unwrap_or(""),
+                    p.error
+                        .as_deref()
+                        .map(|e| format!("  last error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            exit::OK
+        }
+        Err(e) => report(&e),
+    }
+}
+
+fn bench(args: &JobArgs, stage: BenchStage) -> u8 {
+    let (job, runtime) = match load(args) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -184,25 +370,6 @@ fn bench(path: &Path, stage: BenchStage, memory_limit: Option<ByteSize>) -> u8 {
     }
 }
 
-/// The job and a runtime to run it on, or the exit code of the failure.
-fn load(
-    path: &Path,
-    memory_limit: Option<ByteSize>,
-) -> Result<(JobConfig, tokio::runtime::Runtime), u8> {
-    let mut job = JobConfig::load(path).map_err(|e| report(&e))?;
-    if memory_limit.is_some() {
-        job.memory_limit = memory_limit;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
-            exit::FAILED
-        })?;
-    Ok((job, runtime))
-}
-
 fn report(e: &shiftload::Error) -> u8 {
     eprintln!("error: {}", redact::scrub(&e.to_string()));
     if e.is_config() {
@@ -212,11 +379,29 @@ fn report(e: &shiftload::Error) -> u8 {
     }
 }
 
-fn render_summary(s: &RunSummary) -> String {
+fn render_summary(s: &RunSummary, job: &Path) -> String {
     let secs = s.elapsed.as_secs_f64();
-    let mut out = String::new();
-    out.push_str("shiftload: transfer complete\n");
-    out.push_str(&format!("  target        {}\n", s.namespace));
+    let headline = match s.outcome {
+        Outcome::Complete => "shiftload: transfer complete".to_string(),
+        Outcome::PartitionsFailed => format!(
+            "shiftload: {} partition(s) failed; run `shiftload run {}` again to retry them",
+            s.partitions_failed,
+            job.display()
+        ),
+        Outcome::Interrupted => format!(
+            "shiftload: interrupted; run `shiftload run {}` again to resume",
+            job.display()
+        ),
+    };
+    let mut out = format!("{headline}\n");
+    out.push_str(&format!(
+        "  target        {} (job {}, run {})\n",
+        s.namespace, s.job, s.generation
+    ));
+    out.push_str(&format!(
+        "  partitions    {} of {} done, {} failed; {} transferred here, {} retries\n",
+        s.partitions_done, s.partitions_total, s.partitions_failed, s.partitions_here, s.retries
+    ));
     out.push_str(&format!("  rows read     {}\n", group(s.rows_read)));
     out.push_str(&format!(
         "  documents     {} inserted, {} already present\n",
@@ -242,6 +427,9 @@ fn render_summary(s: &RunSummary) -> String {
             .unwrap_or_else(|| "unknown".into()),
         s.memory_budget
     ));
+    for f in s.failures.iter().take(5) {
+        out.push_str(&format!("  failed        {f}\n"));
+    }
     out
 }
 
@@ -268,7 +456,7 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
     }
 }

@@ -1,23 +1,36 @@
-//! One run, wired: source → encode → sink.
+//! One run, wired: plan → claim partitions → [source → encode → sink] → checkpoint.
 //!
 //! ```text
-//! wire reader task ──(1 batch)──► encode (blocking pool, rayon) ──► sink: ≤ writers requests in flight
+//!            checkpoint collection (generation, partitions, leases)
+//!                  ▲ claim / heartbeat / done             │ plan (one worker)
+//!                  │                                      ▼
+//! partition: wire reader task ──(1 batch)──► encode (blocking pool, rayon) ──► sink: ≤ writers in flight
 //! ```
 //!
 //! Every hand-off is bounded: the reader decodes at most one batch ahead,
-//! one batch is encoded at a time, and the sink accepts a batch
-//! only when a writer is free. So memory holds a handful of batches whatever
-//! the size of the result.
+//! one batch is encoded at a time, the sink accepts a batch only when a
+//! writer is free, and every batch holds its share of the memory budget
+//! until written. A partition is marked done only after all its writes are
+//! acknowledged; errors are classified ([`crate::retry`]) into retry, split,
+//! fail-the-partition or stop-the-run.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::JobConfig;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{patient, CheckpointStore, Claim, PartitionStats, DONE, FAILED};
+use crate::config::{fingerprint, JobConfig};
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::memory::{BatchPermit, Budget, ByteSize};
-use crate::sink::{MongoSink, WriteStats};
+use crate::plan::{self, KeyType, Range};
+use crate::retry::{classify, Action};
+use crate::sink::{MongoSink, Target, WriteStats};
 use crate::source::PgSource;
+use arrow_schema::{DataType, SchemaRef};
 
 /// Progress so far, reported after each batch is handed to the sink.
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,18 +38,44 @@ pub struct Progress {
     pub rows_read: u64,
     pub bson_bytes: u64,
     pub batches: u64,
+    pub partitions_done: u64,
 }
 
-/// The outcome of a run.
+/// Called with the progress after each batch.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every partition is done.
+    Complete,
+    /// Some partitions failed after their retries; the others are done.
+    PartitionsFailed,
+    /// Stopped by a signal; the next run resumes.
+    Interrupted,
+}
+
+/// The outcome of a run (of this worker).
 #[derive(Debug, Clone)]
 pub struct RunSummary {
     pub namespace: String,
+    pub job: String,
+    pub generation: i64,
+    pub outcome: Outcome,
     pub rows_read: u64,
     pub batches: u64,
     pub writes: WriteStats,
+    pub partitions_total: usize,
+    pub partitions_done: usize,
+    pub partitions_failed: usize,
+    /// Partitions this worker transferred.
+    pub partitions_here: u64,
+    /// Attempts that were retried (this worker).
+    pub retries: u64,
+    /// The first error of each failed partition (this worker).
+    pub failures: Vec<String>,
     pub elapsed: Duration,
     pub peak_rss_bytes: Option<u64>,
-    /// The memory budget the run kept to.
     pub memory_budget: ByteSize,
 }
 
@@ -46,16 +85,175 @@ impl RunSummary {
     }
 }
 
-/// Transfer the job's query result into its collection.
-pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> Result<RunSummary> {
+/// Options of a run that are not part of the job.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Discard the checkpoint of an unfinished run and start over.
+    pub restart: bool,
+    /// Cancelled on SIGINT/SIGTERM: stop taking partitions, finish or give
+    /// back the running ones.
+    pub cancel: CancellationToken,
+    pub on_progress: ProgressFn,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            restart: false,
+            cancel: CancellationToken::new(),
+            on_progress: Arc::new(|_| {}),
+        }
+    }
+}
+
+/// The job's memory budget, or the default share of this machine's memory.
+pub fn budget_for(job: &JobConfig) -> Budget {
+    Budget::new(
+        job.memory_limit
+            .unwrap_or_else(crate::memory::default_budget),
+        job.target.writers * job.partition.as_ref().map_or(1, |p| p.parallel),
+    )
+}
+
+/// The job's partition key type, from the query's schema.
+fn key_type(job: &JobConfig, schema: &SchemaRef) -> Result<Option<(String, KeyType)>> {
+    let Some(p) = &job.partition else {
+        return Ok(None);
+    };
+    let field = schema.field_with_name(&p.column).map_err(|_| {
+        Error::config(
+            "partition.column",
+            format!("column `{}` is not in the query result", p.column),
+        )
+    })?;
+    let key = match field.data_type() {
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => KeyType::Int,
+        DataType::Date32 => KeyType::Date,
+        DataType::Timestamp(_, tz) => KeyType::Timestamp { tz: tz.is_some() },
+        other => {
+            return Err(Error::config(
+                "partition.column",
+                format!(
+                    "column `{}` is {other}; partition on an integer, DATE or TIMESTAMP column",
+                    p.column
+                ),
+            ))
+        }
+    };
+    Ok(Some((p.column.clone(), key)))
+}
+
+/// A plan: the partitions and the SQL of each, without writing anything.
+pub struct Plan {
+    pub key: Option<(String, KeyType)>,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub rows: Option<u64>,
+    pub partitions: Vec<(Range, String)>,
+    pub memory_budget: ByteSize,
+}
+
+/// Ask the source for the key's range and cut the job into partitions.
+pub async fn plan(job: &JobConfig) -> Result<Plan> {
+    let schema = PgSource::describe(&job.source, &job.source.query).await?;
+    Encoder::new(&schema, &job.mapping)?;
+    let key = key_type(job, &schema)?;
+    let (min, max, rows, ranges) = compute_ranges(job, &key).await?;
+    let partitions = ranges
+        .iter()
+        .map(|r| (*r, partition_sql(job, &key, r)))
+        .collect();
+    Ok(Plan {
+        key,
+        min,
+        max,
+        rows,
+        partitions,
+        memory_budget: budget_for(job).total(),
+    })
+}
+
+type Ranges = (Option<i64>, Option<i64>, Option<u64>, Vec<Range>);
+
+async fn compute_ranges(job: &JobConfig, key: &Option<(String, KeyType)>) -> Result<Ranges> {
+    let (Some(p), Some((column, key))) = (&job.partition, key) else {
+        return Ok((None, None, None, vec![Range::ALL]));
+    };
+    let row =
+        PgSource::query_row(&job.source, &KeyType::stats_sql(&job.source.query, column)).await?;
+    let get = |i: usize| row.get(i).cloned().flatten();
+    let min = get(0).and_then(|t| key.parse(&t));
+    let max = get(1).and_then(|t| key.parse(&t));
+    let rows = get(2).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    let ranges = plan::ranges(p, *key, min, max, rows)?;
+    Ok((min, max, Some(rows), ranges))
+}
+
+fn partition_sql(job: &JobConfig, key: &Option<(String, KeyType)>, r: &Range) -> String {
+    match key {
+        Some((column, key)) => plan::partition_sql(&job.source.query, Some(column), *key, r),
+        None => plan::partition_sql(&job.source.query, None, KeyType::Int, r),
+    }
+}
+
+/// What every partition task of a run shares.
+struct Context {
+    job: JobConfig,
+    key: Option<(String, KeyType)>,
+    /// Known key bounds, to cut open-ended ranges in half.
+    key_bounds: (i64, i64),
+    target: Target,
+    budget: Budget,
+    store: CheckpointStore,
+    generation: i64,
+    cancel: CancellationToken,
+    counters: Counters,
+    on_progress: ProgressFn,
+}
+
+#[derive(Default)]
+struct Counters {
+    rows: AtomicU64,
+    bson: AtomicU64,
+    batches: AtomicU64,
+    partitions: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> Progress {
+        Progress {
+            rows_read: self.rows.load(Ordering::Relaxed),
+            bson_bytes: self.bson.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            partitions_done: self.partitions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How one claimed partition ended.
+enum PartitionEnd {
+    Done(WriteStats),
+    Failed(String),
+    /// Cut in half after repeated timeouts; both halves are pending.
+    Split,
+    /// Given back unfinished (signal).
+    Released(WriteStats),
+    /// An error that stops the whole run.
+    Stop(Error),
+}
+
+/// Transfer the job's query result into its collection, partition by
+/// partition, resuming an unfinished run of the same job.
+pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
-    // The target first: a bad MongoDB URI should not cost a Redshift query.
     let budget = budget_for(job);
-    let mut sink = MongoSink::connect(&job.target, &budget).await?;
-    let mut source = PgSource::open(&job.source, &job.source.query, &budget).await?;
-    let encoder = Arc::new(Encoder::new(&source.schema(), &job.mapping)?);
-    if !sink.limits().decimal128 {
-        if let Some(column) = encoder.decimal128_column(&source.schema()) {
+    // The target first: a bad MongoDB URI should not cost a Redshift query.
+    let target = Target::connect(&job.target).await?;
+    let schema = PgSource::describe(&job.source, &job.source.query).await?;
+    let encoder = Encoder::new(&schema, &job.mapping)?;
+    if !target.limits.decimal128 {
+        if let Some(column) = encoder.decimal128_column(&schema) {
             return Err(Error::config(
                 "mapping.decimal",
                 format!(
@@ -65,72 +263,339 @@ pub async fn run(job: &JobConfig, on_progress: &(dyn Fn(&Progress) + Sync)) -> R
             ));
         }
     }
-    tracing::info!(
-        columns = source.schema().fields().len(),
-        max_write_batch_size = sink.limits().max_write_batch_size,
-        "transfer started"
+    let key = key_type(job, &schema)?;
+    let name = job.name.clone().unwrap_or_else(|| "job".into());
+    let owner = format!(
+        "{}:{}:{:x}",
+        hostname(),
+        std::process::id(),
+        started.elapsed().as_nanos()
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos())
     );
+    let store = CheckpointStore::new(
+        &target.database,
+        &job.checkpoint.collection,
+        &name,
+        &owner,
+        Duration::from_secs(job.checkpoint.lease_seconds),
+    );
+    let bounds = Arc::new(std::sync::Mutex::new((i64::MIN, i64::MAX)));
+    let planned = bounds.clone();
+    let (generation, resumed) = store
+        .begin(&fingerprint(job), options.restart, || async {
+            let (min, max, _, ranges) = compute_ranges(job, &key).await?;
+            *planned.lock().expect("not poisoned") =
+                (min.unwrap_or(i64::MIN), max.unwrap_or(i64::MAX));
+            Ok(ranges)
+        })
+        .await?;
+    if resumed && job.mapping.id.is_empty() {
+        return Err(Error::config(
+            "mapping.id",
+            format!(
+                "the job `{name}` has an unfinished run, and without mapping.id its documents have no \
+                 stable _id: resuming would write some twice. Empty the collection and run with --restart, \
+                 or set mapping.id"
+            ),
+        ));
+    }
+    let key_bounds = *bounds.lock().expect("not poisoned");
+    let ctx = Arc::new(Context {
+        job: job.clone(),
+        key,
+        key_bounds,
+        target,
+        budget: budget.clone(),
+        store: store.clone(),
+        generation,
+        cancel: options.cancel.clone(),
+        counters: Counters::default(),
+        on_progress: options.on_progress.clone(),
+    });
+    tracing::info!(job = %name, generation, resumed, "run started");
 
-    let mut progress = Progress::default();
-    let pumped = pump(
-        &mut source,
-        &encoder,
-        &budget,
-        &mut sink,
-        &mut progress,
-        on_progress,
-    )
-    .await;
-    // Whatever stopped the pump, the writes already handed to the sink are
-    // awaited: nothing fetched and encoded before a failure is thrown away.
-    let finished = sink.finish().await;
-    pumped?;
-    let writes = finished?;
+    let parallel = job.partition.as_ref().map_or(1, |p| p.parallel);
+    let mut tasks: JoinSet<PartitionEnd> = JoinSet::new();
+    let mut writes = WriteStats::default();
+    let mut failures = Vec::new();
+    let mut stop: Option<Error> = None;
+    let mut interrupted = false;
+    loop {
+        if ctx.cancel.is_cancelled() {
+            interrupted |= stop.is_none();
+            break;
+        }
+        while tasks.len() < parallel {
+            match patient(|| store.claim(generation)).await {
+                Ok(Some(claim)) => {
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move { run_partition(&ctx, claim).await });
+                }
+                Ok(None) => break,
+                Err(e) if classify(&e) == Action::Retry => {
+                    tracing::warn!(error = %e, "checkpoint unavailable, retrying");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if tasks.is_empty() {
+            // Nothing to claim: finished, or other workers hold the rest.
+            let status = patient(|| store.status()).await?.map(|s| {
+                let open = s
+                    .partitions
+                    .iter()
+                    .filter(|p| p.state != DONE && p.state != FAILED)
+                    .count();
+                (open, s.count(FAILED))
+            });
+            match status {
+                Some((0, _)) | None => break,
+                Some(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = ctx.cancel.cancelled() => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            Some(joined) = tasks.join_next() => {
+                let end = joined.unwrap_or_else(|e| PartitionEnd::Stop(Error::Internal(format!("partition task: {e}"))));
+                record(end, &mut writes, &mut failures, &mut stop, &ctx);
+            }
+            _ = ctx.cancel.cancelled() => {}
+        }
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let end = joined.unwrap_or_else(|e| {
+            PartitionEnd::Stop(Error::Internal(format!("partition task: {e}")))
+        });
+        record(end, &mut writes, &mut failures, &mut stop, &ctx);
+    }
+    if let Some(e) = stop {
+        return Err(e);
+    }
+    let complete = patient(|| store.complete_if_done(generation)).await?;
+    let status = patient(|| store.status()).await?;
+    let (total, done, failed) = status.as_ref().map_or((0, 0, 0), |s| {
+        (s.partitions.len(), s.count(DONE), s.count(FAILED))
+    });
+    let outcome = if complete {
+        Outcome::Complete
+    } else if interrupted {
+        Outcome::Interrupted
+    } else {
+        Outcome::PartitionsFailed
+    };
+    let progress = ctx.counters.snapshot();
     Ok(RunSummary {
         namespace: format!("{}.{}", job.target.database, job.target.collection),
+        job: name,
+        generation,
+        outcome,
         rows_read: progress.rows_read,
         batches: progress.batches,
         writes,
+        partitions_total: total,
+        partitions_done: done,
+        partitions_failed: failed,
+        partitions_here: progress.partitions_done,
+        retries: ctx.counters.retries.load(Ordering::Relaxed),
+        failures,
         elapsed: started.elapsed(),
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         memory_budget: budget.total(),
     })
 }
 
-/// The job's memory budget, or the default share of this machine's memory.
-pub fn budget_for(job: &JobConfig) -> Budget {
-    Budget::new(
-        job.memory_limit
-            .unwrap_or_else(crate::memory::default_budget),
-        job.target.writers,
-    )
+fn record(
+    end: PartitionEnd,
+    writes: &mut WriteStats,
+    failures: &mut Vec<String>,
+    stop: &mut Option<Error>,
+    ctx: &Context,
+) {
+    match end {
+        PartitionEnd::Done(w) | PartitionEnd::Released(w) => writes.add(w),
+        PartitionEnd::Failed(e) => failures.push(e),
+        PartitionEnd::Split => {}
+        PartitionEnd::Stop(e) => {
+            // Stop taking partitions; the running ones give theirs back.
+            ctx.cancel.cancel();
+            stop.get_or_insert(e);
+        }
+    }
 }
 
-async fn pump(
-    source: &mut PgSource,
-    encoder: &Arc<Encoder>,
-    budget: &Budget,
-    sink: &mut MongoSink,
-    progress: &mut Progress,
-    on_progress: &(dyn Fn(&Progress) + Sync),
-) -> Result<()> {
-    while let Some(next) = source.next_batch().await {
+/// Transfer one claimed partition, with retries.
+async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
+    let sql = partition_sql(&ctx.job, &ctx.key, &claim.range);
+    let mut delays = ctx.job.retry.delays();
+    let mut timeouts = claim.timeouts;
+    let heartbeat = {
+        let store = ctx.store.clone();
+        let id = claim.id.clone();
+        let every = Duration::from_secs(ctx.job.checkpoint.lease_seconds).div_f64(3.0);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = store.heartbeat(&id).await {
+                    tracing::warn!(error = %e, partition = %id, "heartbeat failed");
+                }
+            }
+        })
+    };
+    let _stop_heartbeat = AbortOnDrop(heartbeat);
+    loop {
+        let started = Instant::now();
+        let (result, writes) = transfer(ctx, &sql).await;
+        let outcome = match result {
+            Ok(rows) if !ctx.cancel.is_cancelled() => {
+                let stats = PartitionStats {
+                    rows,
+                    inserted: writes.inserted,
+                    already_present: writes.already_present,
+                    bytes: writes.bytes,
+                    duration: started.elapsed(),
+                };
+                ctx.counters.partitions.fetch_add(1, Ordering::Relaxed);
+                patient(|| ctx.store.done(&claim.id, &stats))
+                    .await
+                    .map(|_| PartitionEnd::Done(writes))
+            }
+            Ok(_) => patient(|| ctx.store.release(&claim.id))
+                .await
+                .map(|_| PartitionEnd::Released(writes)),
+            Err(e) => {
+                let message = e.to_string();
+                match classify(&e) {
+                    Action::Stop => {
+                        let _ = patient(|| ctx.store.release(&claim.id)).await;
+                        return PartitionEnd::Stop(e);
+                    }
+                    Action::FailPartition => patient(|| ctx.store.failed(&claim.id, &message))
+                        .await
+                        .map(|_| {
+                            PartitionEnd::Failed(format!("partition {}: {message}", claim.id))
+                        }),
+                    action @ (Action::Retry | Action::Timeout) => {
+                        let timeout = action == Action::Timeout;
+                        timeouts += timeout as i32;
+                        let halves = if timeouts >= 2 {
+                            claim
+                                .range
+                                .split(ctx.key_bounds.0, ctx.key_bounds.1)
+                                .filter(|_| ctx.key.is_some())
+                        } else {
+                            None
+                        };
+                        if let Some(halves) = halves {
+                            tracing::warn!(partition = %claim.id, "cancelled for time twice: cutting it in half");
+                            patient(|| ctx.store.split(&claim, ctx.generation, halves))
+                                .await
+                                .map(|_| PartitionEnd::Split)
+                        } else if ctx.cancel.is_cancelled() {
+                            patient(|| ctx.store.release(&claim.id))
+                                .await
+                                .map(|_| PartitionEnd::Released(writes))
+                        } else {
+                            match delays.next() {
+                                Some(delay) => {
+                                    ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
+                                    tracing::warn!(partition = %claim.id, error = %message, ?delay, "retrying");
+                                    if let Err(e) =
+                                        patient(|| ctx.store.retrying(&claim.id, &message, timeout))
+                                            .await
+                                    {
+                                        tracing::warn!(error = %e, "cannot record the retry");
+                                    }
+                                    tokio::select! {
+                                        _ = tokio::time::sleep(delay) => {}
+                                        _ = ctx.cancel.cancelled() => {}
+                                    }
+                                    continue;
+                                }
+                                None => patient(|| ctx.store.failed(&claim.id, &message))
+                                    .await
+                                    .map(|_| {
+                                        PartitionEnd::Failed(format!(
+                                            "partition {}: {message}",
+                                            claim.id
+                                        ))
+                                    }),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        return outcome.unwrap_or_else(PartitionEnd::Stop);
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One attempt at a partition: read, encode, write, and wait for every
+/// write. Returns the rows read (stopping early when cancelled) and what
+/// was written, also when it fails (those writes stay written).
+async fn transfer(ctx: &Context, sql: &str) -> (Result<u64>, WriteStats) {
+    let mut sink = MongoSink::new(&ctx.target, &ctx.job.target, &ctx.budget);
+    let pumped = pump(ctx, sql, &mut sink).await;
+    // Whatever stopped the pump, the writes already handed to the sink are
+    // awaited: nothing fetched and encoded before a failure is thrown away.
+    let finished = sink.finish().await;
+    let writes = sink.stats();
+    match (pumped, finished) {
+        (Err(e), _) | (Ok(_), Err(e)) => (Err(e), writes),
+        (Ok(rows), Ok(_)) => (Ok(rows), writes),
+    }
+}
+
+async fn pump(ctx: &Context, sql: &str, sink: &mut MongoSink) -> Result<u64> {
+    let mut source = PgSource::open(&ctx.job.source, sql, &ctx.budget).await?;
+    let encoder = Arc::new(Encoder::new(&source.schema(), &ctx.job.mapping)?);
+    let mut rows = 0u64;
+    loop {
+        let next = tokio::select! {
+            next = source.next_batch() => next,
+            _ = ctx.cancel.cancelled() => return Ok(rows),
+        };
+        let Some(next) = next else { break };
         let (batch, permit): (_, BatchPermit) = next?;
-        let first_row = progress.rows_read;
-        let rows = batch.num_rows() as u64;
+        let n = batch.num_rows() as u64;
         let arrow_bytes = batch.get_array_memory_size();
-        let encoder = encoder.clone();
-        let encoded = tokio::task::spawn_blocking(move || encoder.encode(&batch, first_row))
+        let first_row = rows;
+        let e = encoder.clone();
+        let encoded = tokio::task::spawn_blocking(move || e.encode(&batch, first_row))
             .await
             .map_err(|e| Error::Internal(format!("encoder task: {e}")))??;
-        progress.rows_read += rows;
-        progress.bson_bytes += encoded.bytes as u64;
-        progress.batches += 1;
-        budget.observe(arrow_bytes, encoded.bytes);
+        rows += n;
+        ctx.budget.observe(arrow_bytes, encoded.bytes);
+        let c = &ctx.counters;
+        c.rows.fetch_add(n, Ordering::Relaxed);
+        c.bson.fetch_add(encoded.bytes as u64, Ordering::Relaxed);
+        c.batches.fetch_add(1, Ordering::Relaxed);
         sink.write(encoded, permit).await?;
-        on_progress(progress);
+        (ctx.on_progress)(&c.snapshot());
     }
-    Ok(())
+    Ok(rows)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
 }
 
 /// How far [`drain`] takes the data before dropping it.

@@ -168,19 +168,22 @@ async fn bad_value_names_column_and_row_key_and_keeps_earlier_writes() {
          INSERT INTO {table} VALUES (51, 'NaN');"
     ))
     .await;
-    // One row per batch: the 50 good rows are written before the bad one.
+    // Ten rows per batch: the 50 good rows are written before the bad one.
     let (_d, path) = job(&format!(
         "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table} ORDER BY id\"\nfetch_rows = 10\n\
          [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nwriters = 1\n\
          [mapping]\nid = [\"id\"]\ndecimal = \"string\"\n"
     ));
+    // The partition fails (exit 3), the summary says why, and what was
+    // written before stays written.
     let out = run_job(&path);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report = stdout(&out);
     assert!(
-        err.contains("column `amount`") && err.contains("row 51") && err.contains("NaN"),
-        "{err}"
+        report.contains("column `amount`") && report.contains("row 51") && report.contains("NaN"),
+        "{report}"
     );
+    assert!(report.contains("0 of 1 done, 1 failed"), "{report}");
     assert_eq!(mongo_count(&db, "c").await, 50);
     drop_db(&db).await;
 }

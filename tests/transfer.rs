@@ -44,7 +44,7 @@ async fn reference_table_transfers_exactly_and_reruns_idempotently() {
 async fn volume_transfer_matches_the_source() {
     let rows = std::env::var("SHIFTLOAD_VOLUME_ROWS").map_or(1_000_000, |v| v.parse().unwrap());
     let out = transfer_and_compare(rows, 65_536).await;
-    println!("{out}");
+    println!("first run:\n{out}");
 }
 
 /// Transfer the reference table, compare every document with its row, run
@@ -75,6 +75,7 @@ customer_name = "customer.name"
 "#
     ));
     let first = assert_ok(&run_job(&path));
+    eprintln!("{first}");
     assert!(
         first.contains(&format!("{} inserted, 0 already present", group(rows))),
         "{first}"

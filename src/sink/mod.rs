@@ -2,4 +2,4 @@
 
 pub mod mongo;
 
-pub use mongo::{MongoSink, WriteStats};
+pub use mongo::{MongoSink, Target, WriteStats};

@@ -54,11 +54,38 @@ pub struct WriteStats {
 }
 
 impl WriteStats {
-    fn add(&mut self, o: WriteStats) {
+    pub fn add(&mut self, o: WriteStats) {
         self.inserted += o.inserted;
         self.already_present += o.already_present;
         self.bytes += o.bytes;
         self.requests += o.requests;
+    }
+}
+
+/// The target collection, connected and its server's limits known.
+#[derive(Clone)]
+pub struct Target {
+    pub client: Client,
+    pub database: mongodb::Database,
+    collection: Collection<RawDocumentBuf>,
+    namespace: String,
+    pub limits: ServerLimits,
+}
+
+impl Target {
+    /// Connect and ask the server for its limits. Fails before any data
+    /// moves when the server cannot be reached or refuses the login.
+    pub async fn connect(cfg: &TargetConfig) -> Result<Self> {
+        let client = connect(&cfg.uri).await?;
+        let database = client.database(&cfg.database);
+        let limits = server_limits(&database, &cfg.uri).await?;
+        Ok(Target {
+            collection: database.collection::<RawDocumentBuf>(&cfg.collection),
+            namespace: format!("{}.{}", cfg.database, cfg.collection),
+            client,
+            database,
+            limits,
+        })
     }
 }
 
@@ -77,14 +104,12 @@ pub struct MongoSink {
 impl MongoSink {
     /// Connect and ask the server for its limits. Fails before any data
     /// moves when the server cannot be reached or refuses the login.
-    pub async fn connect(cfg: &TargetConfig, budget: &Budget) -> Result<Self> {
-        let client = connect(&cfg.uri).await?;
-        let db = client.database(&cfg.database);
-        let limits = server_limits(&db, &cfg.uri).await?;
-        let collection = db.collection::<RawDocumentBuf>(&cfg.collection);
-        Ok(MongoSink {
-            namespace: format!("{}.{}", cfg.database, cfg.collection),
-            collection,
+    /// A sink for one stream of batches (one partition) into `target`.
+    pub fn new(target: &Target, cfg: &TargetConfig, budget: &Budget) -> Self {
+        let limits = target.limits;
+        MongoSink {
+            namespace: target.namespace.clone(),
+            collection: target.collection.clone(),
             limits,
             docs_per_request: cfg.write_batch_docs.min(limits.max_write_batch_size).max(1),
             bytes_per_request: budget.request_bytes().min(
@@ -95,7 +120,7 @@ impl MongoSink {
             writers: cfg.writers,
             in_flight: JoinSet::new(),
             stats: WriteStats::default(),
-        })
+        }
     }
 
     pub fn limits(&self) -> ServerLimits {
@@ -173,6 +198,11 @@ impl MongoSink {
         Ok(())
     }
 
+    /// What this sink has written so far (acknowledged requests).
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+
     /// Wait for every request in flight; the totals of the run. Every
     /// request is awaited even when one fails; the first error is returned.
     pub async fn finish(&mut self) -> Result<WriteStats> {
@@ -233,12 +263,28 @@ async fn insert(
                     });
                 }
             }
-            Err(Error::Write {
-                namespace,
-                message: redact::scrub(&crate::source::postgres::error_chain(&e)),
-            })
+            let message = redact::scrub(&crate::source::postgres::error_chain(&e));
+            if transient(&e) {
+                Err(Error::Unavailable {
+                    system: SYSTEM,
+                    message,
+                })
+            } else {
+                Err(Error::Write { namespace, message })
+            }
         }
     }
+}
+
+/// Whether a driver error is the server or network being away for a while.
+pub fn transient(e: &mongodb::error::Error) -> bool {
+    matches!(
+        e.kind.as_ref(),
+        ErrorKind::Io(_)
+            | ErrorKind::ServerSelection { .. }
+            | ErrorKind::ConnectionPoolCleared { .. }
+    ) || e.contains_label("RetryableWriteError")
+        || e.contains_label("NetworkError")
 }
 
 /// `_id: 42` of a raw document, for messages.

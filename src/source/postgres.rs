@@ -56,34 +56,12 @@ impl PgSource {
     /// whichever comes first, and each waits for its permits.
     pub async fn open(cfg: &SourceConfig, sql: &str, budget: &Budget) -> Result<Self> {
         let mut conn = Connection::connect(&cfg.url).await?;
-        conn.simple_query("BEGIN").await?;
-        let columns = conn.describe(sql).await?;
-        let mut kinds = Vec::with_capacity(columns.len());
-        for c in &columns {
-            let ty = match Type::from_oid(c.type_oid) {
-                Some(ty) => ty,
-                None => {
-                    let name = conn
-                        .simple_query(&format!("SELECT format_type({}, {})", c.type_oid, c.typmod))
-                        .await?
-                        .unwrap_or_else(|| format!("oid {}", c.type_oid));
-                    Type::new(
-                        name,
-                        c.type_oid,
-                        tokio_postgres::types::Kind::Simple,
-                        String::new(),
-                    )
-                }
-            };
-            kinds.push(PgKind::for_column(&c.name, &ty, c.typmod)?);
+        if let Some(ms) = cfg.statement_timeout_ms {
+            conn.simple_query(&format!("SET statement_timeout = {ms}"))
+                .await?;
         }
-        let schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .zip(&kinds)
-                .map(|(c, k)| k.field(&c.name))
-                .collect::<Vec<_>>(),
-        ));
+        conn.simple_query("BEGIN").await?;
+        let (columns, kinds, schema) = conn.result_schema(sql).await?;
         let builders: Vec<ColumnBuilder> = columns
             .iter()
             .zip(&kinds)
@@ -102,6 +80,26 @@ impl PgSource {
             producer,
             rows_seen: 0,
         })
+    }
+
+    /// The Arrow schema of `sql`'s result, without running it.
+    pub async fn describe(cfg: &SourceConfig, sql: &str) -> Result<SchemaRef> {
+        let mut conn = Connection::connect(&cfg.url).await?;
+        let (_, _, schema) = conn.result_schema(sql).await?;
+        conn.terminate().await;
+        Ok(schema)
+    }
+
+    /// The first row of `sql` as text (a small statistics query).
+    pub async fn query_row(cfg: &SourceConfig, sql: &str) -> Result<Vec<Option<String>>> {
+        let mut conn = Connection::connect(&cfg.url).await?;
+        if let Some(ms) = cfg.statement_timeout_ms {
+            conn.simple_query(&format!("SET statement_timeout = {ms}"))
+                .await?;
+        }
+        let row = conn.simple_query(sql).await?;
+        conn.terminate().await;
+        Ok(row)
     }
 
     /// The Arrow schema of the result.
@@ -307,9 +305,9 @@ impl Connection {
         }
     }
 
-    /// Run a statement with the simple protocol; the first column of the
-    /// first row, if any, as text.
-    async fn simple_query(&mut self, sql: &str) -> Result<Option<String>> {
+    /// Run a statement with the simple protocol; the first row, if any, as
+    /// text (empty when there is none).
+    async fn simple_query(&mut self, sql: &str) -> Result<Vec<Option<String>>> {
         frontend::query(sql, &mut self.write).map_err(io_error)?;
         self.flush().await?;
         let mut first = None;
@@ -317,10 +315,14 @@ impl Connection {
         loop {
             match self.message().await? {
                 backend::Message::DataRow(row) if first.is_none() => {
+                    let mut values = Vec::new();
                     let mut ranges = row.ranges();
-                    if let Some(Some(r)) = ranges.next().map_err(io_error)? {
-                        first = Some(String::from_utf8_lossy(&row.buffer()[r]).into_owned());
+                    while let Some(r) = ranges.next().map_err(io_error)? {
+                        values.push(
+                            r.map(|r| String::from_utf8_lossy(&row.buffer()[r]).into_owned()),
+                        );
                     }
+                    first = Some(values);
                 }
                 backend::Message::ErrorResponse(body) => error = Some(server_error(&body)),
                 backend::Message::ReadyForQuery(_) => break,
@@ -329,8 +331,43 @@ impl Connection {
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(first),
+            None => Ok(first.unwrap_or_default()),
         }
+    }
+
+    /// Parse and describe `sql`: its columns, how each decodes, the schema.
+    async fn result_schema(&mut self, sql: &str) -> Result<(Vec<Column>, Vec<PgKind>, SchemaRef)> {
+        let columns = self.describe(sql).await?;
+        let mut kinds = Vec::with_capacity(columns.len());
+        for c in &columns {
+            let ty = match Type::from_oid(c.type_oid) {
+                Some(ty) => ty,
+                None => {
+                    let name = self
+                        .simple_query(&format!("SELECT format_type({}, {})", c.type_oid, c.typmod))
+                        .await?
+                        .into_iter()
+                        .next()
+                        .flatten()
+                        .unwrap_or_else(|| format!("oid {}", c.type_oid));
+                    Type::new(
+                        name,
+                        c.type_oid,
+                        tokio_postgres::types::Kind::Simple,
+                        String::new(),
+                    )
+                }
+            };
+            kinds.push(PgKind::for_column(&c.name, &ty, c.typmod)?);
+        }
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .zip(&kinds)
+                .map(|(c, k)| k.field(&c.name))
+                .collect::<Vec<_>>(),
+        ));
+        Ok((columns, kinds, schema))
     }
 
     /// Parse `sql` as the unnamed statement and describe its result columns.

@@ -1,0 +1,378 @@
+//! Cutting a job into partitions: key ranges of one integer, date or
+//! timestamp column, each small enough that redoing it is cheap.
+//!
+//! Bounds are kept as i64 in the key's natural unit (the integer itself,
+//! days since 1970-01-01, or microseconds since the epoch) and written into
+//! the SQL as literals of the column's type, so the predicate is pushed down
+//! to Redshift. The first range has no lower bound and the last no upper
+//! bound, so rows outside the planned min/max are not lost; rows whose key
+//! is NULL get a partition of their own.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::encode::bson::{date_string, timestamp_string};
+use crate::error::{Error, Result};
+
+/// How to cut the job into partitions.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// Key column to split on: an integer, DATE or TIMESTAMP column of the
+    /// query's result (Redshift: preferably the sort key).
+    pub column: String,
+    /// Number of equal key ranges between the key's min and max. Default:
+    /// the row count divided by `target_rows`.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Rows a partition should hold when `count` is not given.
+    #[serde(default = "default_target_rows")]
+    pub target_rows: u64,
+    /// Explicit inner boundaries instead of equal ranges: integers, or
+    /// `"2024-01-01"` / `"2024-01-01 12:00:00"` strings for date and
+    /// timestamp keys. N boundaries make N + 1 ranges.
+    #[serde(default)]
+    pub boundaries: Vec<Boundary>,
+    /// Partitions transferred at once by one worker.
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+}
+
+fn default_target_rows() -> u64 {
+    2_000_000
+}
+fn default_parallel() -> usize {
+    1
+}
+
+/// A boundary as written in the job file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Boundary {
+    Int(i64),
+    Text(String),
+}
+
+/// The type of the partition key, which decides units and literals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Int,
+    /// Days since 1970-01-01.
+    Date,
+    /// Microseconds since the epoch; `tz` for TIMESTAMPTZ.
+    Timestamp {
+        tz: bool,
+    },
+}
+
+/// One partition: a key range `[lo, hi)` (`i64::MIN`/`i64::MAX` for open
+/// ends), the NULL keys, or the whole query when the job is not partitioned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub lo: i64,
+    pub hi: i64,
+    pub null: bool,
+}
+
+impl Range {
+    pub const ALL: Range = Range {
+        lo: i64::MIN,
+        hi: i64::MAX,
+        null: false,
+    };
+
+    /// Half of the range, for a partition that timed out twice; `None`
+    /// when it cannot be cut (open ends are cut at `known` bounds).
+    pub fn split(&self, min: i64, max: i64) -> Option<(Range, Range)> {
+        if self.null {
+            return None;
+        }
+        let lo = if self.lo == i64::MIN { min } else { self.lo };
+        let hi = if self.hi == i64::MAX {
+            max.saturating_add(1)
+        } else {
+            self.hi
+        };
+        if hi.saturating_sub(lo) < 2 {
+            return None;
+        }
+        let mid = lo + (hi - lo) / 2;
+        Some((Range { hi: mid, ..*self }, Range { lo: mid, ..*self }))
+    }
+}
+
+impl KeyType {
+    /// A literal of this type for `v`, safe to put into SQL.
+    pub fn literal(&self, v: i64) -> String {
+        match self {
+            KeyType::Int => v.to_string(),
+            KeyType::Date => format!("DATE '{}'", date_string(v)),
+            KeyType::Timestamp { tz: false } => {
+                format!(
+                    "TIMESTAMP '{}'",
+                    timestamp_string(v, false).replace('T', " ")
+                )
+            }
+            KeyType::Timestamp { tz: true } => format!(
+                "TIMESTAMPTZ '{}+00'",
+                timestamp_string(v, false).replace('T', " ")
+            ),
+        }
+    }
+
+    /// Parse a key value as PostgreSQL/Redshift prints it in text.
+    pub fn parse(&self, text: &str) -> Option<i64> {
+        let t = text.trim();
+        match self {
+            KeyType::Int => t.parse().ok(),
+            KeyType::Date => parse_date(t),
+            KeyType::Timestamp { .. } => parse_timestamp(t),
+        }
+    }
+
+    /// SQL that gives min, max and count of `column` over `query`.
+    pub fn stats_sql(query: &str, column: &str) -> String {
+        format!(
+            "SELECT min({c})::text, max({c})::text, count(*)::text FROM ({q}) AS shiftload_q",
+            c = quote_ident(column),
+            q = trim_query(query)
+        )
+    }
+}
+
+/// The query restricted to one partition.
+pub fn partition_sql(query: &str, column: Option<&str>, key: KeyType, r: &Range) -> String {
+    let Some(column) = column else {
+        return trim_query(query).to_string();
+    };
+    let c = quote_ident(column);
+    let predicate = if r.null {
+        format!("{c} IS NULL")
+    } else {
+        match (r.lo, r.hi) {
+            (i64::MIN, i64::MAX) => format!("{c} IS NOT NULL"),
+            (i64::MIN, hi) => format!("{c} < {}", key.literal(hi)),
+            (lo, i64::MAX) => format!("{c} >= {}", key.literal(lo)),
+            (lo, hi) => format!("{c} >= {} AND {c} < {}", key.literal(lo), key.literal(hi)),
+        }
+    };
+    format!(
+        "SELECT * FROM ({}) AS shiftload_q WHERE {predicate}",
+        trim_query(query)
+    )
+}
+
+/// Equal ranges over `[min, max]`, or ranges between explicit boundaries,
+/// then the NULL-key partition.
+pub fn ranges(
+    cfg: &PartitionConfig,
+    key: KeyType,
+    min: Option<i64>,
+    max: Option<i64>,
+    rows: u64,
+) -> Result<Vec<Range>> {
+    let mut bounds: Vec<i64> = if !cfg.boundaries.is_empty() {
+        cfg.boundaries
+            .iter()
+            .map(|b| match b {
+                Boundary::Int(v) if key == KeyType::Int => Ok(*v),
+                Boundary::Text(s) => key.parse(s).ok_or(()),
+                Boundary::Int(_) => Err(()),
+            })
+            .collect::<std::result::Result<_, ()>>()
+            .map_err(|_| {
+                Error::config(
+                    "partition.boundaries",
+                    format!(
+                        "each boundary must be a value of the key column `{}`'s type",
+                        cfg.column
+                    ),
+                )
+            })?
+    } else if let (Some(min), Some(max)) = (min, max) {
+        let n = match cfg.count {
+            Some(n) => n.max(1) as u64,
+            None => rows.div_ceil(cfg.target_rows.max(1)).max(1),
+        };
+        let span = (max as i128 - min as i128 + 1).max(1);
+        let n = (n as i128).min(span);
+        let width = (span + n - 1) / n;
+        (1..n).map(|i| (min as i128 + i * width) as i64).collect()
+    } else {
+        Vec::new()
+    };
+    bounds.sort_unstable();
+    bounds.dedup();
+    let mut out = Vec::with_capacity(bounds.len() + 2);
+    let mut lo = i64::MIN;
+    for b in bounds {
+        out.push(Range {
+            lo,
+            hi: b,
+            null: false,
+        });
+        lo = b;
+    }
+    out.push(Range {
+        lo,
+        hi: i64::MAX,
+        null: false,
+    });
+    out.push(Range {
+        lo: i64::MIN,
+        hi: i64::MIN,
+        null: true,
+    });
+    Ok(out)
+}
+
+fn trim_query(q: &str) -> &str {
+    q.trim().trim_end_matches(';').trim_end()
+}
+
+/// A double-quoted identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn parse_date(t: &str) -> Option<i64> {
+    let mut it = t.splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: u32 = it.next()?.parse().ok()?;
+    let d: u32 = it.next()?.get(..2)?.parse().ok()?;
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d))
+}
+
+/// `YYYY-MM-DD[ HH:MM:SS[.ffffff]][+HH[:MM]]` → microseconds since the epoch (UTC).
+fn parse_timestamp(t: &str) -> Option<i64> {
+    let t = t.replace('T', " ");
+    let (date, rest) = t.split_once(' ').unwrap_or((t.as_str(), "00:00:00"));
+    let days = parse_date(date)?;
+    // A zone suffix: +HH, -HH, +HH:MM.
+    let (time, offset) = match rest.rfind(['+', '-']) {
+        Some(i) => {
+            let (time, zone) = rest.split_at(i);
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let mut parts = zone[1..].split(':');
+            let h: i64 = parts.next()?.parse().ok()?;
+            let m: i64 = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+            (time, sign * (h * 3600 + m * 60))
+        }
+        None => (rest, 0),
+    };
+    let mut parts = time.split(':');
+    let h: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let sec = parts.next().unwrap_or("0");
+    let (s, frac) = sec.split_once('.').unwrap_or((sec, ""));
+    let s: i64 = s.parse().ok()?;
+    let micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{:0<6}", &frac[..frac.len().min(6)]).parse().ok()?
+    };
+    Some((days * 86_400 + h * 3600 + m * 60 + s - offset) * 1_000_000 + micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(count: Option<u32>) -> PartitionConfig {
+        PartitionConfig {
+            column: "id".into(),
+            count,
+            target_rows: 100,
+            boundaries: vec![],
+            parallel: 1,
+        }
+    }
+
+    #[test]
+    fn equal_ranges_cover_everything_with_open_ends() {
+        let r = ranges(&cfg(Some(4)), KeyType::Int, Some(1), Some(100), 100).unwrap();
+        let inner: Vec<(i64, i64)> = r.iter().filter(|r| !r.null).map(|r| (r.lo, r.hi)).collect();
+        assert_eq!(inner, [(i64::MIN, 26), (26, 51), (51, 76), (76, i64::MAX)]);
+        assert!(r.last().unwrap().null);
+        // Count from target_rows: 1,000 rows / 100 = 10 ranges.
+        let r = ranges(&cfg(None), KeyType::Int, Some(1), Some(1000), 1000).unwrap();
+        assert_eq!(r.len(), 11);
+        // Never more ranges than distinct keys.
+        let r = ranges(&cfg(Some(50)), KeyType::Int, Some(5), Some(7), 3).unwrap();
+        assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn sql_pushes_the_range_down_with_typed_literals() {
+        let r = Range {
+            lo: 19_723,
+            hi: 19_754,
+            null: false,
+        };
+        assert_eq!(
+            partition_sql("select * from t;", Some("day"), KeyType::Date, &r),
+            "SELECT * FROM (select * from t) AS shiftload_q WHERE \"day\" >= DATE '2024-01-01' AND \"day\" < DATE '2024-02-01'"
+        );
+        let r = Range {
+            lo: i64::MIN,
+            hi: 0,
+            null: false,
+        };
+        assert_eq!(
+            partition_sql("q", Some("ts"), KeyType::Timestamp { tz: true }, &r),
+            "SELECT * FROM (q) AS shiftload_q WHERE \"ts\" < TIMESTAMPTZ '1970-01-01 00:00:00.000000+00'"
+        );
+        let null = Range {
+            lo: i64::MIN,
+            hi: i64::MIN,
+            null: true,
+        };
+        assert!(partition_sql("q", Some("a\"b"), KeyType::Int, &null)
+            .ends_with("WHERE \"a\"\"b\" IS NULL"));
+    }
+
+    #[test]
+    fn key_text_parses() {
+        assert_eq!(KeyType::Date.parse("2024-01-01"), Some(19_723));
+        assert_eq!(KeyType::Date.parse("1969-12-31"), Some(-1));
+        let ts = KeyType::Timestamp { tz: true };
+        assert_eq!(ts.parse("1970-01-01 00:00:01.5+00"), Some(1_500_000));
+        assert_eq!(ts.parse("1970-01-01 02:00:00+02"), Some(0));
+        assert_eq!(ts.parse("1969-12-31 23:59:59.999999"), Some(-1));
+    }
+
+    #[test]
+    fn split_halves_and_stops_at_one_key() {
+        let r = Range {
+            lo: 10,
+            hi: 20,
+            null: false,
+        };
+        let (a, b) = r.split(0, 100).unwrap();
+        assert_eq!((a.lo, a.hi, b.lo, b.hi), (10, 15, 15, 20));
+        assert!(Range {
+            lo: 10,
+            hi: 11,
+            null: false
+        }
+        .split(0, 100)
+        .is_none());
+        let open = Range {
+            lo: 50,
+            hi: i64::MAX,
+            null: false,
+        };
+        let (a, b) = open.split(0, 99).unwrap();
+        assert_eq!((a.hi, b.lo, b.hi), (75, 75, i64::MAX));
+    }
+}
