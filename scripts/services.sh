@@ -169,6 +169,7 @@ write_env() {
 export SHIFTLOAD_PG_URL='postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB?sslmode=disable'
 export MONGODB_URI='${MONGODB_URI:-mongodb://127.0.0.1:$MONGO_PORT/}'
 export SHIFTLOAD_S3_ENDPOINT='http://127.0.0.1:$S3_PORT'
+export SHIFTLOAD_FERRETDB_BIN='$(ferretdb_bin)'
 export AWS_ACCESS_KEY_ID='${AWS_ACCESS_KEY_ID:-testing}'
 export AWS_SECRET_ACCESS_KEY='${AWS_SECRET_ACCESS_KEY:-testing}'
 export AWS_REGION='${AWS_REGION:-us-east-1}'
@@ -180,7 +181,12 @@ case "${1:-}" in
     mkdir -p "$STATE"
     [ "$(id -u)" = 0 ] && chmod 755 "$STATE"
     pg_start
-    if [ -n "${MONGODB_URI:-}" ]; then say "MONGODB_URI is set: not starting FerretDB"; else ferretdb_start; fi
+    ferretdb_build  # tests also start short-lived instances of their own
+    if [ -n "${MONGODB_URI:-}" ] && [ "$MONGODB_URI" != "mongodb://127.0.0.1:$MONGO_PORT/" ]; then
+      say "MONGODB_URI is set: not starting FerretDB"
+    else
+      ferretdb_start
+    fi
     moto_start
     write_env
     say "environment: source $STATE/env"

@@ -233,10 +233,19 @@ async fn watch_signals(cancel: CancellationToken) {
     ) else {
         return;
     };
-    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    // `recv` gives None when the runtime shuts down: that is no signal.
+    tokio::select! {
+        Some(_) = int.recv() => {}
+        Some(_) = term.recv() => {}
+        else => return,
+    }
     eprintln!("shiftload: stopping: finishing the writes in flight (signal again to exit at once)");
     cancel.cancel();
-    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    tokio::select! {
+        Some(_) = int.recv() => {}
+        Some(_) = term.recv() => {}
+        else => return,
+    }
     eprintln!(
         "shiftload: exiting now; unfinished partitions are taken over when their leases expire"
     );

@@ -27,7 +27,7 @@ use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::memory::{BatchPermit, Budget, ByteSize};
 use crate::plan::{self, KeyType, Range};
-use crate::retry::{classify, Action};
+use crate::retry::{classify, with_retries, Action};
 use crate::sink::{MongoSink, Target, WriteStats};
 use crate::source::PgSource;
 use arrow_schema::{DataType, SchemaRef};
@@ -250,7 +250,10 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
     let budget = budget_for(job);
     // The target first: a bad MongoDB URI should not cost a Redshift query.
     let target = Target::connect(&job.target).await?;
-    let schema = PgSource::describe(&job.source, &job.source.query).await?;
+    let schema = with_retries(&job.retry, "describe the query", || {
+        PgSource::describe(&job.source, &job.source.query)
+    })
+    .await?;
     let encoder = Encoder::new(&schema, &job.mapping)?;
     if !target.limits.decimal128 {
         if let Some(column) = encoder.decimal128_column(&schema) {
@@ -286,7 +289,10 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
     let planned = bounds.clone();
     let (generation, resumed) = store
         .begin(&fingerprint(job), options.restart, || async {
-            let (min, max, _, ranges) = compute_ranges(job, &key).await?;
+            let (min, max, _, ranges) = with_retries(&job.retry, "plan the partitions", || {
+                compute_ranges(job, &key)
+            })
+            .await?;
             *planned.lock().expect("not poisoned") =
                 (min.unwrap_or(i64::MIN), max.unwrap_or(i64::MAX));
             Ok(ranges)

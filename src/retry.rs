@@ -131,6 +131,34 @@ impl RetryConfig {
     }
 }
 
+/// Run `op`, retrying transient errors (and timeouts) with the configured
+/// backoff; for steps that are not partitions (describe, planning).
+pub async fn with_retries<T, F, Fut>(
+    cfg: &RetryConfig,
+    what: &str,
+    mut op: F,
+) -> crate::error::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<T>>,
+{
+    let mut delays = cfg.delays();
+    loop {
+        match op().await {
+            Err(e) if matches!(classify(&e), Action::Retry | Action::Timeout) => {
+                match delays.next() {
+                    Some(delay) => {
+                        tracing::warn!(error = %e, ?delay, "{what}: retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(e),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
