@@ -39,6 +39,10 @@ pub struct JobConfig {
     /// Where progress is kept, and how long a worker's claim lasts.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Set rows that cannot be stored aside in a file instead of failing
+    /// their partition.
+    #[serde(default)]
+    pub dead_letter: Option<crate::deadletter::DeadLetterConfig>,
     /// Retries of a partition after transient errors.
     #[serde(default)]
     pub retry: crate::retry::RetryConfig,

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod deadletter;
 pub mod encode;
 pub mod error;
 pub mod memory;

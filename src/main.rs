@@ -436,6 +436,13 @@ fn render_summary(s: &RunSummary, job: &Path) -> String {
             .unwrap_or_else(|| "unknown".into()),
         s.memory_budget
     ));
+    if let Some(path) = &s.dead_letter_path {
+        out.push_str(&format!(
+            "  set aside     {} rows in {}\n",
+            group(s.rejected),
+            path.display()
+        ));
+    }
     for f in s.failures.iter().take(5) {
         out.push_str(&format!("  failed        {f}\n"));
     }

@@ -23,13 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{patient, CheckpointStore, Claim, PartitionStats, DONE, FAILED};
 use crate::config::{fingerprint, JobConfig};
+use crate::deadletter::DeadLetter;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::memory::{BatchPermit, Budget, ByteSize};
 use crate::plan::{self, KeyType, Range};
 use crate::retry::{classify, with_retries, Action};
 use crate::sink::{MongoSink, Target, WriteStats};
-use crate::source::PgSource;
+use crate::source::{PgSource, SourceBatch};
 use arrow_schema::{DataType, SchemaRef};
 
 /// Progress so far, reported after each batch is handed to the sink.
@@ -74,6 +75,9 @@ pub struct RunSummary {
     pub retries: u64,
     /// The first error of each failed partition (this worker).
     pub failures: Vec<String>,
+    /// Rows set aside in the dead-letter file (this worker), and the file.
+    pub rejected: u64,
+    pub dead_letter_path: Option<std::path::PathBuf>,
     pub elapsed: Duration,
     pub peak_rss_bytes: Option<u64>,
     pub memory_budget: ByteSize,
@@ -209,6 +213,7 @@ struct Context {
     cancel: CancellationToken,
     counters: Counters,
     on_progress: ProgressFn,
+    dead_letter: Option<Arc<DeadLetter>>,
 }
 
 #[derive(Default)]
@@ -309,6 +314,10 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
         ));
     }
     let key_bounds = *bounds.lock().expect("not poisoned");
+    let dead_letter = match &job.dead_letter {
+        Some(cfg) => Some(Arc::new(DeadLetter::open(cfg, &name)?)),
+        None => None,
+    };
     let ctx = Arc::new(Context {
         job: job.clone(),
         key,
@@ -320,6 +329,7 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
         cancel: options.cancel.clone(),
         counters: Counters::default(),
         on_progress: options.on_progress.clone(),
+        dead_letter,
     });
     tracing::info!(job = %name, generation, resumed, "run started");
 
@@ -413,6 +423,8 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
         partitions_here: progress.partitions_done,
         retries: ctx.counters.retries.load(Ordering::Relaxed),
         failures,
+        rejected: ctx.dead_letter.as_ref().map_or(0, |d| d.count()),
+        dead_letter_path: ctx.dead_letter.as_ref().map(|d| d.path().to_path_buf()),
         elapsed: started.elapsed(),
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         memory_budget: budget.total(),
@@ -459,7 +471,7 @@ async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     loop {
         let started = Instant::now();
-        let (result, writes) = transfer(ctx, &sql).await;
+        let (result, writes) = transfer(ctx, &sql, &claim.id).await;
         let outcome = match result {
             Ok(rows) if !ctx.cancel.is_cancelled() => {
                 let stats = PartitionStats {
@@ -555,9 +567,10 @@ impl Drop for AbortOnDrop {
 /// One attempt at a partition: read, encode, write, and wait for every
 /// write. Returns the rows read (stopping early when cancelled) and what
 /// was written, also when it fails (those writes stay written).
-async fn transfer(ctx: &Context, sql: &str) -> (Result<u64>, WriteStats) {
-    let mut sink = MongoSink::new(&ctx.target, &ctx.job.target, &ctx.budget);
-    let pumped = pump(ctx, sql, &mut sink).await;
+async fn transfer(ctx: &Context, sql: &str, partition: &str) -> (Result<u64>, WriteStats) {
+    let mut sink = MongoSink::new(&ctx.target, &ctx.job.target, &ctx.budget)
+        .with_dead_letter(ctx.dead_letter.clone().map(|d| (d, partition.to_string())));
+    let pumped = pump(ctx, sql, partition, &mut sink).await;
     // Whatever stopped the pump, the writes already handed to the sink are
     // awaited: nothing fetched and encoded before a failure is thrown away.
     let finished = sink.finish().await;
@@ -568,9 +581,14 @@ async fn transfer(ctx: &Context, sql: &str) -> (Result<u64>, WriteStats) {
     }
 }
 
-async fn pump(ctx: &Context, sql: &str, sink: &mut MongoSink) -> Result<u64> {
-    let mut source = PgSource::open(&ctx.job.source, sql, &ctx.budget).await?;
-    let encoder = Arc::new(Encoder::new(&source.schema(), &ctx.job.mapping)?);
+async fn pump(ctx: &Context, sql: &str, partition: &str, sink: &mut MongoSink) -> Result<u64> {
+    let lenient = ctx.dead_letter.is_some();
+    let mut source = PgSource::open(&ctx.job.source, sql, &ctx.budget, lenient).await?;
+    let encoder = Arc::new(
+        Encoder::new(&source.schema(), &ctx.job.mapping)?
+            .with_dead_letter(lenient)
+            .with_finite_only(!ctx.target.limits.non_finite),
+    );
     let mut rows = 0u64;
     loop {
         let next = tokio::select! {
@@ -578,16 +596,25 @@ async fn pump(ctx: &Context, sql: &str, sink: &mut MongoSink) -> Result<u64> {
             _ = ctx.cancel.cancelled() => return Ok(rows),
         };
         let Some(next) = next else { break };
-        let (batch, permit): (_, BatchPermit) = next?;
+        let SourceBatch {
+            batch,
+            permit,
+            rejects,
+        } = next?;
+        let permit: BatchPermit = permit;
         let n = batch.num_rows() as u64;
         let arrow_bytes = batch.get_array_memory_size();
         let first_row = rows;
         let e = encoder.clone();
-        let encoded = tokio::task::spawn_blocking(move || e.encode(&batch, first_row))
-            .await
-            .map_err(|e| Error::Internal(format!("encoder task: {e}")))??;
+        let encoded =
+            tokio::task::spawn_blocking(move || e.encode_skipping(&batch, first_row, rejects))
+                .await
+                .map_err(|e| Error::Internal(format!("encoder task: {e}")))??;
         rows += n;
         ctx.budget.observe(arrow_bytes, encoded.bytes);
+        if let Some(dl) = &ctx.dead_letter {
+            dl.record(partition, &encoded.rejects)?;
+        }
         let c = &ctx.counters;
         c.rows.fetch_add(n, Ordering::Relaxed);
         c.bson.fetch_add(encoded.bytes as u64, Ordering::Relaxed);
@@ -629,14 +656,14 @@ pub struct DrainSummary {
 pub async fn drain(job: &JobConfig, stage: Stage) -> Result<DrainSummary> {
     let started = Instant::now();
     let budget = budget_for(job);
-    let mut source = PgSource::open(&job.source, &job.source.query, &budget).await?;
+    let mut source = PgSource::open(&job.source, &job.source.query, &budget, false).await?;
     let encoder = match stage {
         Stage::Encode => Some(Arc::new(Encoder::new(&source.schema(), &job.mapping)?)),
         Stage::Source => None,
     };
     let (mut rows, mut batches, mut arrow_bytes, mut bson_bytes) = (0u64, 0u64, 0u64, 0u64);
     while let Some(next) = source.next_batch().await {
-        let (batch, _permit) = next?;
+        let batch = next?.batch;
         let first_row = rows;
         let arrow = batch.get_array_memory_size();
         let bson = match &encoder {

@@ -75,6 +75,8 @@ pub struct EncodedBatch {
     pub chunks: Vec<EncodedChunk>,
     pub docs: usize,
     pub bytes: usize,
+    /// Rows left out (dead-letter mode): the reader's and the encoder's.
+    pub rejects: Vec<crate::deadletter::Reject>,
 }
 
 /// A mapping resolved against a schema, reusable for every batch of it.
@@ -82,6 +84,10 @@ pub struct Encoder {
     plan: Plan,
     /// Running estimate of BSON bytes per row, to size buffers up front.
     bytes_per_row: AtomicUsize,
+    /// Set rows that cannot be encoded aside instead of failing.
+    dead_letter: bool,
+    /// Refuse NaN and ±Infinity doubles (the target cannot store them).
+    finite_only: bool,
 }
 
 #[derive(Debug)]
@@ -282,6 +288,8 @@ impl Encoder {
                 key_columns,
             },
             bytes_per_row: AtomicUsize::new(64),
+            dead_letter: false,
+            finite_only: false,
         })
     }
 
@@ -301,11 +309,38 @@ impl Encoder {
 
     /// Encode `batch`. `first_row` is the position of its first row in the
     /// whole result, for error messages.
+    /// Set rows that cannot be encoded aside (returned in
+    /// [`EncodedBatch::rejects`]) instead of failing the batch.
+    pub fn with_dead_letter(mut self, on: bool) -> Self {
+        self.dead_letter = on;
+        self
+    }
+
+    /// Treat NaN and ±Infinity doubles as values that cannot be stored (for
+    /// servers that refuse them, such as FerretDB v1).
+    pub fn with_finite_only(mut self, on: bool) -> Self {
+        self.finite_only = on;
+        self
+    }
+
     pub fn encode(&self, batch: &RecordBatch, first_row: u64) -> Result<EncodedBatch> {
+        self.encode_skipping(batch, first_row, Vec::new())
+    }
+
+    /// Encode `batch` without the rows the reader already rejected
+    /// (`rejected`, rows of this batch); they are returned with their key.
+    pub fn encode_skipping(
+        &self,
+        batch: &RecordBatch,
+        first_row: u64,
+        mut rejected: Vec<(usize, crate::deadletter::Reject)>,
+    ) -> Result<EncodedBatch> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(EncodedBatch::default());
         }
+        rejected.sort_by_key(|(row, _)| *row);
+        let skip: Vec<usize> = rejected.iter().map(|(row, _)| *row).collect();
         let encoders = self
             .plan
             .leaves
@@ -317,6 +352,10 @@ impl Encoder {
                     &leaf.key,
                     self.plan.options,
                 )
+                .map(|e| ColumnEncoder {
+                    finite_only: self.finite_only,
+                    ..e
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let threads = rayon::current_num_threads().max(1);
@@ -331,33 +370,80 @@ impl Encoder {
             .map(|(start, end)| {
                 let mut chunk = EncodedChunk {
                     buf: Vec::with_capacity(estimate * (end - start) + 64),
-                    docs: end - start,
+                    docs: 0,
                 };
+                let mut rejects = Vec::new();
                 for row in start..end {
-                    self.write_document(&encoders, row, &mut chunk.buf)
-                        .map_err(|(leaf, message)| {
+                    if skip.binary_search(&row).is_ok() {
+                        continue;
+                    }
+                    let at = chunk.buf.len();
+                    match self.write_document(&encoders, row, &mut chunk.buf) {
+                        Ok(()) => chunk.docs += 1,
+                        Err((leaf, message)) => {
                             let column = batch
                                 .schema()
                                 .field(self.plan.leaves[leaf].column)
                                 .name()
                                 .clone();
-                            Error::Value {
-                                column,
-                                row: self.describe_row(batch, row, first_row),
-                                message,
+                            if !self.dead_letter {
+                                return Err(Error::Value {
+                                    column,
+                                    row: self.describe_row(batch, row, first_row),
+                                    message,
+                                });
                             }
-                        })?;
+                            chunk.buf.truncate(at);
+                            rejects.push(crate::deadletter::Reject {
+                                row: first_row + row as u64 + 1,
+                                key: self.row_key(batch, row),
+                                column,
+                                reason: message,
+                            });
+                        }
+                    }
                 }
-                Ok(chunk)
+                Ok((chunk, rejects))
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut all_rejects: Vec<crate::deadletter::Reject> = Vec::new();
+        for (row, mut reject) in rejected {
+            reject.row = first_row + row as u64 + 1;
+            reject.key = self.row_key(batch, row);
+            all_rejects.push(reject);
+        }
+        let chunks: Vec<EncodedChunk> = chunks
+            .into_iter()
+            .map(|(chunk, rejects)| {
+                all_rejects.extend(rejects);
+                chunk
+            })
+            .collect();
         let bytes: usize = chunks.iter().map(|c| c.buf.len()).sum();
+        let docs = chunks.iter().map(|c| c.docs).sum();
         self.bytes_per_row.store(bytes / n + 1, Ordering::Relaxed);
         Ok(EncodedBatch {
             chunks,
-            docs: n,
+            docs,
             bytes,
+            rejects: all_rejects,
         })
+    }
+
+    /// `order_id=42`: the row's key columns, or empty without `mapping.id`.
+    fn row_key(&self, batch: &RecordBatch, row: usize) -> String {
+        self.plan
+            .key_columns
+            .iter()
+            .map(|&c| {
+                format!(
+                    "{}={}",
+                    batch.schema().field(c).name(),
+                    display_value(batch.column(c), row)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn write_document(
@@ -435,22 +521,10 @@ impl Encoder {
     /// row's position in the result.
     fn describe_row(&self, batch: &RecordBatch, row: usize, first_row: u64) -> String {
         let position = format!("row {} of the result", first_row + row as u64 + 1);
-        if self.plan.key_columns.is_empty() {
-            return position;
+        match self.row_key(batch, row) {
+            key if key.is_empty() => position,
+            key => format!("{position} (row key {key})"),
         }
-        let keys: Vec<String> = self
-            .plan
-            .key_columns
-            .iter()
-            .map(|&c| {
-                format!(
-                    "{}={}",
-                    batch.schema().field(c).name(),
-                    display_value(batch.column(c), row)
-                )
-            })
-            .collect();
-        format!("{position} (row key {})", keys.join(", "))
     }
 }
 
@@ -536,6 +610,8 @@ struct ColumnEncoder<'a> {
     /// Key + NUL, for the columns whose BSON type depends on the value.
     key: Vec<u8>,
     values: Values<'a>,
+    /// Refuse NaN and ±Infinity.
+    finite_only: bool,
 }
 
 enum Values<'a> {
@@ -602,12 +678,20 @@ impl ColumnEncoder<'_> {
                 out.extend_from_slice(&v[row].to_le_bytes());
             }
             Values::F32(v) => {
+                let x = v[row] as f64;
+                if self.finite_only && !x.is_finite() {
+                    return Err(non_finite(x));
+                }
                 out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&(v[row] as f64).to_le_bytes());
+                out.extend_from_slice(&x.to_le_bytes());
             }
             Values::F64(v) => {
+                let x = v[row];
+                if self.finite_only && !x.is_finite() {
+                    return Err(non_finite(x));
+                }
                 out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&v[row].to_le_bytes());
+                out.extend_from_slice(&x.to_le_bytes());
             }
             Values::Bool(v) => {
                 out.extend_from_slice(&self.prefix);
@@ -807,7 +891,12 @@ fn make_encoder<'a>(
         prefix,
         key: key.to_vec(),
         values,
+        finite_only: false,
     })
+}
+
+fn non_finite(x: f64) -> String {
+    format!("{x} cannot be stored by the target server (FerretDB v1 refuses NaN and ±Infinity)")
 }
 
 /// JSON text columns, parsed value by value.

@@ -19,7 +19,10 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection};
 use tokio::task::JoinSet;
 
+use std::sync::Arc;
+
 use crate::config::TargetConfig;
+use crate::deadletter::{DeadLetter, Reject};
 use crate::encode::EncodedBatch;
 use crate::error::{Error, Result};
 use crate::memory::{BatchPermit, Budget};
@@ -38,6 +41,9 @@ pub struct ServerLimits {
     pub max_bson_object_size: usize,
     /// Whether the server stores BSON Decimal128 (FerretDB v1 does not).
     pub decimal128: bool,
+    /// Whether the server stores NaN and ±Infinity doubles (FerretDB v1
+    /// drops the connection instead).
+    pub non_finite: bool,
 }
 
 /// What the sink wrote.
@@ -51,6 +57,8 @@ pub struct WriteStats {
     pub bytes: u64,
     /// Insert requests sent.
     pub requests: u64,
+    /// Documents the server rejected, set aside in the dead-letter file.
+    pub rejected: u64,
 }
 
 impl WriteStats {
@@ -59,6 +67,7 @@ impl WriteStats {
         self.already_present += o.already_present;
         self.bytes += o.bytes;
         self.requests += o.requests;
+        self.rejected += o.rejected;
     }
 }
 
@@ -99,6 +108,9 @@ pub struct MongoSink {
     writers: usize,
     in_flight: JoinSet<Result<WriteStats>>,
     stats: WriteStats,
+    /// Where rejected documents go (dead-letter mode), and under which
+    /// partition name.
+    dead_letter: Option<(Arc<DeadLetter>, String)>,
 }
 
 impl MongoSink {
@@ -120,7 +132,14 @@ impl MongoSink {
             writers: cfg.writers,
             in_flight: JoinSet::new(),
             stats: WriteStats::default(),
+            dead_letter: None,
         }
+    }
+
+    /// Set documents the server rejects aside instead of failing.
+    pub fn with_dead_letter(mut self, dead_letter: Option<(Arc<DeadLetter>, String)>) -> Self {
+        self.dead_letter = dead_letter;
+        self
     }
 
     pub fn limits(&self) -> ServerLimits {
@@ -138,6 +157,23 @@ impl MongoSink {
         for chunk in &batch.chunks {
             for doc in chunk.iter() {
                 if doc.len() > self.limits.max_bson_object_size {
+                    if let Some((dl, partition)) = &self.dead_letter {
+                        dl.record(
+                            partition,
+                            &[Reject {
+                                row: 0,
+                                key: describe_id(doc),
+                                column: String::new(),
+                                reason: format!(
+                                    "document of {} bytes exceeds the server's maxBsonObjectSize ({})",
+                                    doc.len(),
+                                    self.limits.max_bson_object_size
+                                ),
+                            }],
+                        )?;
+                        self.stats.rejected += 1;
+                        continue;
+                    }
                     return Err(Error::Write {
                         namespace: self.namespace.clone(),
                         message: format!(
@@ -182,8 +218,9 @@ impl MongoSink {
         let collection = self.collection.clone();
         let namespace = self.namespace.clone();
         let permit = permit.clone();
+        let dead_letter = self.dead_letter.clone();
         self.in_flight.spawn(async move {
-            let result = insert(collection, namespace, docs, bytes).await;
+            let result = insert(collection, namespace, docs, bytes, dead_letter).await;
             drop(permit);
             result
         });
@@ -224,13 +261,14 @@ async fn insert(
     namespace: String,
     docs: Vec<RawDocumentBuf>,
     bytes: usize,
+    dead_letter: Option<(Arc<DeadLetter>, String)>,
 ) -> Result<WriteStats> {
     let n = docs.len() as u64;
     let base = WriteStats {
         inserted: n,
-        already_present: 0,
         bytes: bytes as u64,
         requests: 1,
+        ..WriteStats::default()
     };
     match collection.insert_many(&docs).ordered(false).await {
         Ok(_) => Ok(base),
@@ -243,6 +281,35 @@ async fn insert(
                     return Ok(WriteStats {
                         inserted: n - dups,
                         already_present: dups,
+                        ..base
+                    });
+                }
+                if let (Some((dl, partition)), Some(_), None) =
+                    (&dead_letter, other, &failure.write_concern_error)
+                {
+                    let rejects: Vec<Reject> = errors
+                        .iter()
+                        .filter(|w| w.code != DUPLICATE_KEY)
+                        .map(|w| Reject {
+                            row: 0,
+                            key: docs
+                                .get(w.index)
+                                .map(|d| describe_id(d.as_bytes()))
+                                .unwrap_or_default(),
+                            column: String::new(),
+                            reason: format!(
+                                "rejected by the server: code {}: {}",
+                                w.code,
+                                redact::scrub(&w.message)
+                            ),
+                        })
+                        .collect();
+                    dl.record(partition, &rejects)?;
+                    let rejected = rejects.len() as u64;
+                    return Ok(WriteStats {
+                        inserted: n - dups - rejected,
+                        already_present: dups,
+                        rejected,
                         ..base
                     });
                 }
@@ -353,5 +420,6 @@ async fn server_limits(db: &mongodb::Database, uri: &str) -> Result<ServerLimits
         max_message_size_bytes: get("maxMessageSizeBytes", 48_000_000),
         max_bson_object_size: get("maxBsonObjectSize", 16 * 1024 * 1024),
         decimal128: !ferretdb,
+        non_finite: !ferretdb,
     })
 }

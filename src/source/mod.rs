@@ -3,4 +3,4 @@
 pub mod pgtypes;
 pub mod postgres;
 
-pub use postgres::PgSource;
+pub use postgres::{PgSource, SourceBatch};

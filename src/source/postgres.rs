@@ -34,6 +34,7 @@ use tokio_postgres::Config;
 
 use super::pgtypes::{ColumnBuilder, PgKind};
 use crate::config::SourceConfig;
+use crate::deadletter::Reject;
 use crate::error::{Error, Result};
 use crate::memory::{BatchPermit, Budget};
 use crate::redact;
@@ -43,7 +44,7 @@ const SYSTEM: &str = "PostgreSQL/Redshift";
 /// A running query: yields record batches of at most `fetch_rows` rows.
 pub struct PgSource {
     schema: SchemaRef,
-    rx: mpsc::Receiver<Result<(RecordBatch, BatchPermit)>>,
+    rx: mpsc::Receiver<Result<SourceBatch>>,
     producer: JoinHandle<()>,
     rows_seen: u64,
 }
@@ -54,7 +55,12 @@ impl PgSource {
     /// moves), then start fetching `fetch_rows` at a time. Batches are cut
     /// at `fetch_rows` rows or at the budget's batch share of wire bytes,
     /// whichever comes first, and each waits for its permits.
-    pub async fn open(cfg: &SourceConfig, sql: &str, budget: &Budget) -> Result<Self> {
+    pub async fn open(
+        cfg: &SourceConfig,
+        sql: &str,
+        budget: &Budget,
+        dead_letter: bool,
+    ) -> Result<Self> {
         let mut conn = Connection::connect(&cfg.url).await?;
         if let Some(ms) = cfg.statement_timeout_ms {
             conn.simple_query(&format!("SET statement_timeout = {ms}"))
@@ -72,6 +78,7 @@ impl PgSource {
             rows: cfg.fetch_rows as usize,
             bytes: budget.batch_bytes(),
             budget: budget.clone(),
+            dead_letter,
         };
         let producer = tokio::spawn(produce(conn, schema.clone(), builders, limits, tx));
         Ok(PgSource {
@@ -109,10 +116,10 @@ impl PgSource {
 
     /// The next batch with the permits it holds until written, or `None`
     /// when the result is exhausted.
-    pub async fn next_batch(&mut self) -> Option<Result<(RecordBatch, BatchPermit)>> {
+    pub async fn next_batch(&mut self) -> Option<Result<SourceBatch>> {
         let batch = self.rx.recv().await?;
-        if let Ok((b, _)) = &batch {
-            self.rows_seen += b.num_rows() as u64;
+        if let Ok(b) = &batch {
+            self.rows_seen += b.batch.num_rows() as u64;
         }
         Some(batch)
     }
@@ -129,15 +136,27 @@ impl Drop for PgSource {
     }
 }
 
-/// When the reader cuts a batch.
+/// A batch as the reader hands it on.
+pub struct SourceBatch {
+    pub batch: RecordBatch,
+    /// The batch's share of the memory budget, until it is written.
+    pub permit: BatchPermit,
+    /// Rows of this batch with a value that could not be decoded (set to
+    /// NULL in the batch), in dead-letter mode: to be left out.
+    pub rejects: Vec<(usize, Reject)>,
+}
+
+/// When the reader cuts a batch, and what it does with a bad value.
 struct BatchLimits {
     rows: usize,
     /// Wire bytes of the rows.
     bytes: usize,
     budget: Budget,
+    /// Set rows with undecodable values aside instead of failing.
+    dead_letter: bool,
 }
 
-type BatchSender = mpsc::Sender<Result<(RecordBatch, BatchPermit)>>;
+type BatchSender = mpsc::Sender<Result<SourceBatch>>;
 
 async fn produce(
     mut conn: Connection,
@@ -432,6 +451,7 @@ impl Connection {
         frontend::flush(&mut self.write);
         self.flush().await?;
         let mut rows_in_batch = 0usize;
+        let mut rejects: Vec<(usize, Reject)> = Vec::new();
         let mut bytes_in_batch = 0usize;
         let mut rows_total = 0u64;
         let mut done = false;
@@ -451,6 +471,19 @@ impl Connection {
                             .ok_or_else(|| protocol("short DataRow"))?;
                         let value = range.map(|r| &buffer[r]);
                         if let Err(message) = b.append(value) {
+                            if limits.dead_letter {
+                                b.append(None).expect("a NULL always appends");
+                                rejects.push((
+                                    rows_in_batch,
+                                    Reject {
+                                        row: 0,
+                                        key: String::new(),
+                                        column: b.name.clone(),
+                                        reason: message,
+                                    },
+                                ));
+                                continue;
+                            }
                             return Err(Error::Value {
                                 column: b.name.clone(),
                                 row: format!(
@@ -468,7 +501,15 @@ impl Connection {
                     if rows_in_batch >= limits.rows || bytes_in_batch >= limits.bytes {
                         rows_total += rows_in_batch as u64;
                         bytes_in_batch = 0;
-                        emit(schema, builders, &mut rows_in_batch, &limits.budget, tx).await?;
+                        emit(
+                            schema,
+                            builders,
+                            &mut rows_in_batch,
+                            &mut rejects,
+                            &limits.budget,
+                            tx,
+                        )
+                        .await?;
                     }
                 }
                 backend::Message::PortalSuspended => {
@@ -478,7 +519,15 @@ impl Connection {
                 }
                 backend::Message::CommandComplete(_) => {
                     rows_total += rows_in_batch as u64;
-                    emit(schema, builders, &mut rows_in_batch, &limits.budget, tx).await?;
+                    emit(
+                        schema,
+                        builders,
+                        &mut rows_in_batch,
+                        &mut rejects,
+                        &limits.budget,
+                        tx,
+                    )
+                    .await?;
                     // The second Execute meets an exhausted portal; Sync
                     // closes the exchange.
                     frontend::sync(&mut self.write);
@@ -554,6 +603,7 @@ async fn emit(
     schema: &SchemaRef,
     builders: &mut [ColumnBuilder],
     rows: &mut usize,
+    rejects: &mut Vec<(usize, Reject)>,
     budget: &Budget,
     tx: &BatchSender,
 ) -> Result<()> {
@@ -567,7 +617,12 @@ async fn emit(
     let permit = budget.acquire(batch.get_array_memory_size()).await;
     // A closed channel means the consumer is gone; the producer is then
     // aborted, nothing more to do here.
-    let _ = tx.send(Ok((batch, permit))).await;
+    let batch = SourceBatch {
+        batch,
+        permit,
+        rejects: std::mem::take(rejects),
+    };
+    let _ = tx.send(Ok(batch)).await;
     Ok(())
 }
 
