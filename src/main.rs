@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shiftload::checkpoint::CheckpointStore;
 use shiftload::memory::ByteSize;
 use shiftload::pipeline::{self, Outcome, Progress, RunOptions, RunSummary};
-use shiftload::plan::Range;
+use shiftload::plan::{KeyType, Range};
 use shiftload::{redact, JobConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -270,8 +270,9 @@ fn plan(args: &JobArgs) -> u8 {
                 None => println!("partition key  none: the whole query is one partition"),
             }
             println!("partitions     {}", p.partitions.len());
+            let key = p.key.as_ref().map(|(_, k)| *k);
             for (i, (range, sql)) in p.partitions.iter().enumerate() {
-                println!("{:>5}  {:<28} {sql}", i + 1, describe_range(range));
+                println!("{:>5}  {:<28} {sql}", i + 1, describe_range(range, key));
             }
             exit::OK
         }
@@ -279,19 +280,28 @@ fn plan(args: &JobArgs) -> u8 {
     }
 }
 
-fn describe_range(r: &Range) -> String {
+/// `[lo, hi)`, in the key's own terms when its type is known.
+fn describe_range(r: &Range, key: Option<KeyType>) -> String {
     if r.null {
         return "key IS NULL".into();
     }
+    let show = |v: i64| match key {
+        Some(KeyType::Int) | None => v.to_string(),
+        Some(k) => {
+            let literal = k.literal(v);
+            let quoted = &literal[literal.find('\'').unwrap_or(0)..];
+            quoted.trim_matches('\'').to_string()
+        }
+    };
     let lo = if r.lo == i64::MIN {
         "-inf".into()
     } else {
-        r.lo.to_string()
+        show(r.lo)
     };
     let hi = if r.hi == i64::MAX {
         "+inf".into()
     } else {
-        r.hi.to_string()
+        show(r.hi)
     };
     format!("[{lo}, {hi})")
 }
@@ -332,7 +342,7 @@ fn status(args: &JobArgs) -> u8 {
             for p in &s.partitions {
                 println!(
                     "  {:<28} {:<8} attempts {:<3} rows {:>12} {}{}",
-                    describe_range(&p.range),
+                    describe_range(&p.range, None),
                     p.state,
                     p.attempts,
                     group(p.rows.max(0) as u64),

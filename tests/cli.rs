@@ -265,3 +265,47 @@ async fn dead_letter_sets_bad_rows_aside_and_writes_the_rest() {
     assert_eq!(mongo_count(&db, "c").await, expected_docs);
     drop_db(&db).await;
 }
+
+#[tokio::test]
+async fn plan_shows_partitions_and_status_shows_progress() {
+    let table = unique("plan");
+    let db = unique("plan");
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS SELECT i AS id, (DATE '2024-01-01' + i) AS day FROM generate_series(1, 1000) i;
+         INSERT INTO {table} VALUES (NULL, NULL);"
+    ))
+    .await;
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table}\"\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+         [mapping]\nid = [\"day\"]\n[partition]\ncolumn = \"day\"\ncount = 4\n"
+    ));
+    let out = shiftload(&["plan", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("partition key  day"), "{text}");
+    assert!(text.contains("1,001 rows"), "{text}");
+    assert!(text.contains("partitions     5"), "{text}");
+    assert!(text.contains("WHERE \"day\" < DATE '2024-09-08'"), "{text}");
+    assert!(text.contains("WHERE \"day\" IS NULL"), "{text}");
+    // The plan wrote nothing.
+    let out = shiftload(&["status", path.to_str().unwrap()]);
+    assert_eq!(stdout(&out), "job job: never run\n");
+
+    // A NULL key cannot make an _id: that row fails its (NULL) partition;
+    // the other four are done.
+    let out = run_job(&path);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = shiftload(&["status", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("5 partitions: 4 done, 0 running, 0 pending, 1 failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("key IS NULL") && text.contains("NULL"),
+        "{text}"
+    );
+    assert_eq!(mongo_count(&db, "c").await, 1000);
+    drop_db(&db).await;
+}
