@@ -7,12 +7,14 @@
 #   WIDE_ROWS  (default "200000")            sizes of the wide table (~2 KiB text a row)
 #   BUDGET     (default 256MiB)              shiftload's --memory-limit
 #   PEER       (default 1)                   0 skips the Python pipeline
+#   PEER_MAX_ROWS (default 2000000)          larger tables run shiftload alone
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REF_ROWS=${REF_ROWS:-"1000000 10000000"}
 WIDE_ROWS=${WIDE_ROWS:-"200000"}
 BUDGET=${BUDGET:-256MiB}
 PEER=${PEER:-1}
+PEER_MAX_ROWS=${PEER_MAX_ROWS:-2000000}
 
 scripts/services.sh start
 # shellcheck disable=SC1091
@@ -59,7 +61,7 @@ JOB
     || { cat "$work/sl.out" "$work/sl.time" >&2; exit 1; }
   printf '%-12s %-10s %-24s %14s %12s\n' "${table%%_*}" "$rows" "shiftload ($BUDGET)" \
     "$(awk '/throughput/ {print $2}' "$work/sl.out")" "$(peak "$work/sl.time")"
-  if [ "$PEER" = 1 ]; then
+  if [ "$PEER" = 1 ] && [ "$rows" -le "$PEER_MAX_ROWS" ]; then
     drop_target "$db"
     if /usr/bin/time -v python3 scripts/peers/classic_pipeline.py "$PG" "SELECT * FROM $table" "$MONGODB_URI" "$db" c 50000 \
       >"$work/py.out" 2>"$work/py.time"; then
