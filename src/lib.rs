@@ -19,3 +19,16 @@ pub mod source;
 
 pub use config::JobConfig;
 pub use error::{Error, Result};
+
+/// 1234567 → "1,234,567", as summaries print counts.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

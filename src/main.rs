@@ -460,15 +460,7 @@ fn render_summary(s: &RunSummary, job: &Path) -> String {
 }
 
 fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    shiftload::thousands(n)
 }
 
 fn bytes(n: u64) -> String {

@@ -20,15 +20,7 @@ async fn setup(
     extra: &str,
     mongo: &str,
 ) -> (String, String, tempfile::TempDir, std::path::PathBuf) {
-    let table = unique("r");
-    let sql = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/seed-demo.sql"
-    ))
-    .unwrap()
-    .replace("demo_orders", &table)
-    .replace(":rows", &rows.to_string());
-    pg_exec(&sql).await;
+    let table = seed_reference(rows).await;
     let db = unique("resume");
     let (dir, path) = job(&format!(
         r#"[source]

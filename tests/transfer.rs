@@ -8,20 +8,6 @@ use std::collections::HashMap;
 use bson::{Bson, Document};
 use common::*;
 
-/// The reference table (scripts/seed-demo.sql) under another name.
-async fn seed(rows: u64) -> String {
-    let table = unique("orders");
-    let sql = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/seed-demo.sql"
-    ))
-    .unwrap()
-    .replace("demo_orders", &table)
-    .replace(":rows", &rows.to_string());
-    pg_exec(&sql).await;
-    table
-}
-
 fn get<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
     let mut parts = path.split('.');
     let mut cur = doc.get(parts.next()?)?;
@@ -50,7 +36,7 @@ async fn volume_transfer_matches_the_source() {
 /// Transfer the reference table, compare every document with its row, run
 /// again and check nothing is duplicated. Returns the first run's summary.
 async fn transfer_and_compare(rows: u64, fetch_rows: u64) -> String {
-    let table = seed(rows).await;
+    let table = seed_reference(rows).await;
     let db = unique("t_ref");
     let (_d, path) = job(&format!(
         r#"[source]
@@ -77,7 +63,10 @@ customer_name = "customer.name"
     let first = assert_ok(&run_job(&path));
     eprintln!("{first}");
     assert!(
-        first.contains(&format!("{} inserted, 0 already present", group(rows))),
+        first.contains(&format!(
+            "{} inserted, 0 already present",
+            shiftload::thousands(rows)
+        )),
         "{first}"
     );
     assert!(first.contains("peak RSS"), "{first}");
@@ -144,7 +133,10 @@ customer_name = "customer.name"
     // A second run finds every document already there and writes nothing new.
     let again = assert_ok(&run_job(&path));
     assert!(
-        again.contains(&format!("0 inserted, {} already present", group(rows))),
+        again.contains(&format!(
+            "0 inserted, {} already present",
+            shiftload::thousands(rows)
+        )),
         "{again}"
     );
     assert_eq!(mongo_count(&db, "orders").await, rows);
@@ -153,22 +145,9 @@ customer_name = "customer.name"
     first
 }
 
-/// 1234567 → "1,234,567", as the summary prints counts.
-fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[tokio::test]
 async fn include_rename_and_composite_id() {
-    let table = seed(100).await;
+    let table = seed_reference(100).await;
     let db = unique("t_map");
     let (_d, path) = simple_job(
         &format!("SELECT * FROM {table}"),
@@ -228,7 +207,7 @@ async fn include_rename_and_composite_id() {
 
 #[tokio::test]
 async fn without_id_each_document_gets_an_object_id() {
-    let table = seed(500).await;
+    let table = seed_reference(500).await;
     let db = unique("t_oid");
     let (_d, path) = simple_job(
         &format!("SELECT order_id, status FROM {table}"),

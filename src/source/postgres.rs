@@ -455,6 +455,7 @@ impl Connection {
         let mut bytes_in_batch = 0usize;
         let mut rows_total = 0u64;
         let mut done = false;
+        let mut cut = false;
         let mut error = None;
         while !done {
             // Decode every complete message already in the buffer before
@@ -499,17 +500,7 @@ impl Connection {
                     // Cut here when the batch's share of the budget is
                     // reached (wide rows), not only at portal boundaries.
                     if rows_in_batch >= limits.rows || bytes_in_batch >= limits.bytes {
-                        rows_total += rows_in_batch as u64;
-                        bytes_in_batch = 0;
-                        emit(
-                            schema,
-                            builders,
-                            &mut rows_in_batch,
-                            &mut rejects,
-                            &limits.budget,
-                            tx,
-                        )
-                        .await?;
+                        cut = true;
                     }
                 }
                 backend::Message::PortalSuspended => {
@@ -518,20 +509,7 @@ impl Connection {
                     self.flush().await?;
                 }
                 backend::Message::CommandComplete(_) => {
-                    rows_total += rows_in_batch as u64;
-                    emit(
-                        schema,
-                        builders,
-                        &mut rows_in_batch,
-                        &mut rejects,
-                        &limits.budget,
-                        tx,
-                    )
-                    .await?;
-                    // The second Execute meets an exhausted portal; Sync
-                    // closes the exchange.
-                    frontend::sync(&mut self.write);
-                    self.flush().await?;
+                    cut = true;
                     done = true;
                 }
                 backend::Message::ErrorResponse(body) => {
@@ -541,6 +519,26 @@ impl Connection {
                     done = true;
                 }
                 _ => {}
+            }
+            if cut {
+                cut = false;
+                rows_total += rows_in_batch as u64;
+                bytes_in_batch = 0;
+                emit(
+                    schema,
+                    builders,
+                    &mut rows_in_batch,
+                    &mut rejects,
+                    &limits.budget,
+                    tx,
+                )
+                .await?;
+                if done {
+                    // The second Execute meets an exhausted portal; Sync
+                    // closes the exchange.
+                    frontend::sync(&mut self.write);
+                    self.flush().await?;
+                }
             }
         }
         // Drain up to ReadyForQuery (the outstanding Execute's answer).

@@ -190,3 +190,18 @@ pub fn bson_to_json(b: &Bson) -> serde_json::Value {
         other => panic!("no JSON form for {other:?}"),
     }
 }
+
+/// The reference table (scripts/seed-demo.sql) with `rows` rows, under a
+/// name of its own.
+pub async fn seed_reference(rows: u64) -> String {
+    let table = unique("orders");
+    let sql = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/seed-demo.sql"
+    ))
+    .unwrap()
+    .replace("demo_orders", &table)
+    .replace(":rows", &rows.to_string());
+    pg_exec(&sql).await;
+    table
+}
