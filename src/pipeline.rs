@@ -189,7 +189,18 @@ async fn compute_ranges(job: &JobConfig, key: &Option<(String, KeyType)>) -> Res
     let min = get(0).and_then(|t| key.parse(&t));
     let max = get(1).and_then(|t| key.parse(&t));
     let rows = get(2).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
-    let ranges = plan::ranges(p, *key, min, max, rows)?;
+    let sample = if p.split == plan::SplitMode::Quantiles && p.boundaries.is_empty() {
+        let sql = KeyType::sample_sql(&job.source.query, column, rows);
+        let keys = PgSource::query_column(&job.source, &sql).await?;
+        Some(
+            keys.iter()
+                .filter_map(|t| key.parse(t))
+                .collect::<Vec<i64>>(),
+        )
+    } else {
+        None
+    };
+    let ranges = plan::ranges(p, *key, min, max, rows, sample.as_deref())?;
     Ok((min, max, Some(rows), ranges))
 }
 

@@ -28,6 +28,11 @@ pub struct PartitionConfig {
     /// Rows a partition should hold when `count` is not given.
     #[serde(default = "default_target_rows")]
     pub target_rows: u64,
+    /// How to place the boundaries between min and max: `equal` key ranges,
+    /// or `quantiles` of a random sample of the keys (ranges of about equal
+    /// row counts when the keys are skewed; costs one sampling query).
+    #[serde(default)]
+    pub split: SplitMode,
     /// Explicit inner boundaries instead of equal ranges: integers, or
     /// `"2024-01-01"` / `"2024-01-01 12:00:00"` strings for date and
     /// timestamp keys. N boundaries make N + 1 ranges.
@@ -37,6 +42,20 @@ pub struct PartitionConfig {
     #[serde(default = "default_parallel")]
     pub parallel: usize,
 }
+
+/// How boundaries are placed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitMode {
+    /// Equal key ranges between min and max.
+    #[default]
+    Equal,
+    /// Quantiles of a sample of the keys.
+    Quantiles,
+}
+
+/// Keys sampled for quantile boundaries.
+pub const SAMPLE_KEYS: u64 = 20_000;
 
 fn default_target_rows() -> u64 {
     2_000_000
@@ -130,6 +149,17 @@ impl KeyType {
         }
     }
 
+    /// SQL that draws about [`SAMPLE_KEYS`] keys of `column` at random,
+    /// sorted, out of `rows`.
+    pub fn sample_sql(query: &str, column: &str, rows: u64) -> String {
+        let p = (SAMPLE_KEYS as f64 / rows.max(1) as f64).min(1.0);
+        format!(
+            "SELECT {c}::text FROM ({q}) AS shiftload_q WHERE {c} IS NOT NULL AND RANDOM() < {p} ORDER BY {c}",
+            c = quote_ident(column),
+            q = trim_query(query)
+        )
+    }
+
     /// SQL that gives min, max and count of `column` over `query`.
     pub fn stats_sql(query: &str, column: &str) -> String {
         format!(
@@ -162,15 +192,20 @@ pub fn partition_sql(query: &str, column: Option<&str>, key: KeyType, r: &Range)
     )
 }
 
-/// Equal ranges over `[min, max]`, or ranges between explicit boundaries,
-/// then the NULL-key partition.
+/// Equal ranges over `[min, max]`, quantiles of `sample` (sorted keys), or
+/// ranges between explicit boundaries; then the NULL-key partition.
 pub fn ranges(
     cfg: &PartitionConfig,
     key: KeyType,
     min: Option<i64>,
     max: Option<i64>,
     rows: u64,
+    sample: Option<&[i64]>,
 ) -> Result<Vec<Range>> {
+    let count = || match cfg.count {
+        Some(n) => n.max(1) as u64,
+        None => rows.div_ceil(cfg.target_rows.max(1)).max(1),
+    };
     let mut bounds: Vec<i64> = if !cfg.boundaries.is_empty() {
         cfg.boundaries
             .iter()
@@ -189,11 +224,13 @@ pub fn ranges(
                     ),
                 )
             })?
+    } else if let (Some(sample), true) = (sample, cfg.split == SplitMode::Quantiles) {
+        let n = count() as usize;
+        (1..n)
+            .filter_map(|i| sample.get(i * sample.len() / n).copied())
+            .collect()
     } else if let (Some(min), Some(max)) = (min, max) {
-        let n = match cfg.count {
-            Some(n) => n.max(1) as u64,
-            None => rows.div_ceil(cfg.target_rows.max(1)).max(1),
-        };
+        let n = count();
         let span = (max as i128 - min as i128 + 1).max(1);
         let n = (n as i128).min(span);
         let width = (span + n - 1) / n;
@@ -293,6 +330,7 @@ mod tests {
             column: "id".into(),
             count,
             target_rows: 100,
+            split: SplitMode::Equal,
             boundaries: vec![],
             parallel: 1,
         }
@@ -300,16 +338,37 @@ mod tests {
 
     #[test]
     fn equal_ranges_cover_everything_with_open_ends() {
-        let r = ranges(&cfg(Some(4)), KeyType::Int, Some(1), Some(100), 100).unwrap();
+        let r = ranges(&cfg(Some(4)), KeyType::Int, Some(1), Some(100), 100, None).unwrap();
         let inner: Vec<(i64, i64)> = r.iter().filter(|r| !r.null).map(|r| (r.lo, r.hi)).collect();
         assert_eq!(inner, [(i64::MIN, 26), (26, 51), (51, 76), (76, i64::MAX)]);
         assert!(r.last().unwrap().null);
         // Count from target_rows: 1,000 rows / 100 = 10 ranges.
-        let r = ranges(&cfg(None), KeyType::Int, Some(1), Some(1000), 1000).unwrap();
+        let r = ranges(&cfg(None), KeyType::Int, Some(1), Some(1000), 1000, None).unwrap();
         assert_eq!(r.len(), 11);
         // Never more ranges than distinct keys.
-        let r = ranges(&cfg(Some(50)), KeyType::Int, Some(5), Some(7), 3).unwrap();
+        let r = ranges(&cfg(Some(50)), KeyType::Int, Some(5), Some(7), 3, None).unwrap();
         assert_eq!(r.len(), 4);
+    }
+
+    #[test]
+    fn quantiles_follow_skewed_keys() {
+        // 90 % of the keys below 10, the rest spread up to 1000.
+        let mut sample: Vec<i64> = (0..900).map(|i| i % 10).collect();
+        sample.extend((0..100).map(|i| 10 + i * 10));
+        sample.sort_unstable();
+        let mut c = cfg(Some(4));
+        c.split = SplitMode::Quantiles;
+        let r = ranges(&c, KeyType::Int, Some(0), Some(1000), 1000, Some(&sample)).unwrap();
+        let bounds: Vec<i64> = r
+            .iter()
+            .filter(|r| !r.null && r.lo != i64::MIN)
+            .map(|r| r.lo)
+            .collect();
+        // Equal ranges would cut at 250, 500, 750; quantiles cut among the dense keys.
+        assert!(
+            bounds.iter().filter(|&&b| b < 10).count() >= 2,
+            "{bounds:?}"
+        );
     }
 
     #[test]

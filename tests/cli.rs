@@ -309,3 +309,41 @@ async fn plan_shows_partitions_and_status_shows_progress() {
     assert_eq!(mongo_count(&db, "c").await, 1000);
     drop_db(&db).await;
 }
+
+#[tokio::test]
+async fn quantile_split_balances_skewed_keys() {
+    let table = unique("skew");
+    let db = unique("skew");
+    // 900 keys packed in 1..900, 100 spread up to 1,000,000.
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS
+           SELECT i AS id FROM generate_series(1, 900) i
+           UNION ALL SELECT i * 10000 FROM generate_series(1, 100) i;"
+    ))
+    .await;
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table}\"\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+         [mapping]\nid = [\"id\"]\n[partition]\ncolumn = \"id\"\ncount = 4\nsplit = \"quantiles\"\n"
+    ));
+    assert_ok(&run_job(&path));
+    assert_eq!(mongo_count(&db, "c").await, 1000);
+    let parts: Vec<bson::Document> = {
+        use futures_util::TryStreamExt;
+        mongo()
+            .await
+            .database(&db)
+            .collection::<bson::Document>("shiftload_checkpoints")
+            .find(bson::doc! {"kind": "partition", "null": false})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    let rows: Vec<i64> = parts.iter().map(|p| p.get_i64("rows").unwrap()).collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    // Equal key ranges would put 900 rows in the first partition.
+    assert!(rows.iter().all(|&r| (200..=300).contains(&r)), "{rows:?}");
+    drop_db(&db).await;
+}

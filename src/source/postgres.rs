@@ -109,6 +109,18 @@ impl PgSource {
         Ok(row)
     }
 
+    /// The first column of every row of `sql`, as text (a key sample).
+    pub async fn query_column(cfg: &SourceConfig, sql: &str) -> Result<Vec<String>> {
+        let mut conn = Connection::connect(&cfg.url).await?;
+        if let Some(ms) = cfg.statement_timeout_ms {
+            conn.simple_query(&format!("SET statement_timeout = {ms}"))
+                .await?;
+        }
+        let values = conn.simple_query_column(sql).await?;
+        conn.terminate().await;
+        Ok(values)
+    }
+
     /// The Arrow schema of the result.
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
@@ -351,6 +363,31 @@ impl Connection {
         match error {
             Some(e) => Err(e),
             None => Ok(first.unwrap_or_default()),
+        }
+    }
+
+    /// Run a query with the simple protocol; the first column of every row
+    /// (NULLs left out), as text.
+    async fn simple_query_column(&mut self, sql: &str) -> Result<Vec<String>> {
+        frontend::query(sql, &mut self.write).map_err(io_error)?;
+        self.flush().await?;
+        let mut values = Vec::new();
+        let mut error = None;
+        loop {
+            match self.message().await? {
+                backend::Message::DataRow(row) => {
+                    if let Some(Some(r)) = row.ranges().next().map_err(io_error)? {
+                        values.push(String::from_utf8_lossy(&row.buffer()[r]).into_owned());
+                    }
+                }
+                backend::Message::ErrorResponse(body) => error = Some(server_error(&body)),
+                backend::Message::ReadyForQuery(_) => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(values),
         }
     }
 
