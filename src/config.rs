@@ -122,10 +122,26 @@ pub struct TargetConfig {
     /// Insert requests in flight at once.
     #[serde(default = "default_writers")]
     pub writers: usize,
+    /// How documents are sent.
+    #[serde(default)]
+    pub send: SendMode,
     /// Documents per insert request, at most; the server's
     /// `maxWriteBatchSize` and `maxMessageSizeBytes` also bound a request.
     #[serde(default = "default_write_batch_docs")]
     pub write_batch_docs: usize,
+}
+
+/// How insert requests are sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SendMode {
+    /// An `insert` command assembled from the encoded documents in one copy
+    /// (`runCommand`), at most maxBsonObjectSize (16 MiB) per request.
+    #[default]
+    Command,
+    /// The driver's `insert_many`: it copies and re-serialises every
+    /// document, looks up its `_id`, and may retry once on a replica set.
+    InsertMany,
 }
 
 /// How result columns become document fields.

@@ -21,8 +21,9 @@ use tokio::task::JoinSet;
 
 use std::sync::Arc;
 
-use crate::config::TargetConfig;
+use crate::config::{SendMode, TargetConfig};
 use crate::deadletter::{DeadLetter, Reject};
+use crate::encode::bson as b;
 use crate::encode::EncodedBatch;
 use crate::error::{Error, Result};
 use crate::memory::{BatchPermit, Budget};
@@ -111,6 +112,8 @@ pub struct MongoSink {
     /// Where rejected documents go (dead-letter mode), and under which
     /// partition name.
     dead_letter: Option<(Arc<DeadLetter>, String)>,
+    send_mode: SendMode,
+    collection_name: String,
 }
 
 impl MongoSink {
@@ -124,15 +127,22 @@ impl MongoSink {
             collection: target.collection.clone(),
             limits,
             docs_per_request: cfg.write_batch_docs.min(limits.max_write_batch_size).max(1),
+            // A command carries its documents in its own body, so it must fit
+            // maxBsonObjectSize; insert_many's document sequence only the
+            // message size.
             bytes_per_request: budget.request_bytes().min(
-                limits
-                    .max_message_size_bytes
-                    .saturating_sub(MESSAGE_OVERHEAD),
+                match cfg.send {
+                    SendMode::Command => limits.max_bson_object_size,
+                    SendMode::InsertMany => limits.max_message_size_bytes,
+                }
+                .saturating_sub(MESSAGE_OVERHEAD),
             ),
             writers: cfg.writers,
             in_flight: JoinSet::new(),
             stats: WriteStats::default(),
             dead_letter: None,
+            send_mode: cfg.send,
+            collection_name: cfg.collection.clone(),
         }
     }
 
@@ -151,67 +161,64 @@ impl MongoSink {
     /// released when the last request of the batch is acknowledged.
     pub async fn write(&mut self, batch: EncodedBatch, permit: BatchPermit) -> Result<()> {
         let max_bytes = self.bytes_per_request;
-        let mut request: Vec<RawDocumentBuf> =
-            Vec::with_capacity(self.docs_per_request.min(batch.docs));
-        let mut request_bytes = 0usize;
+        let mut request = self.new_request(batch.docs);
         for chunk in &batch.chunks {
             for doc in chunk.iter() {
                 if doc.len() > self.limits.max_bson_object_size {
-                    if let Some((dl, partition)) = &self.dead_letter {
-                        dl.record(
-                            partition,
-                            &[Reject {
-                                row: 0,
-                                key: describe_id(doc),
-                                column: String::new(),
-                                reason: format!(
-                                    "document of {} bytes exceeds the server's maxBsonObjectSize ({})",
-                                    doc.len(),
-                                    self.limits.max_bson_object_size
-                                ),
-                            }],
-                        )?;
-                        self.stats.rejected += 1;
-                        continue;
-                    }
-                    return Err(Error::Write {
-                        namespace: self.namespace.clone(),
-                        message: format!(
-                            "a document of {} bytes exceeds the server's maxBsonObjectSize ({} bytes); {}",
-                            doc.len(),
-                            self.limits.max_bson_object_size,
-                            describe_id(doc)
-                        ),
-                    });
+                    self.too_large(doc)?;
+                    continue;
                 }
-                if !request.is_empty()
+                if request.len() > 0
                     && (request.len() >= self.docs_per_request
-                        || request_bytes + doc.len() > max_bytes)
+                        || request.bytes() + doc.len() > max_bytes)
                 {
-                    let full =
-                        std::mem::replace(&mut request, Vec::with_capacity(self.docs_per_request));
-                    self.send(full, request_bytes, &permit).await?;
-                    request_bytes = 0;
+                    let full = std::mem::replace(&mut request, self.new_request(batch.docs));
+                    self.send(full, &permit).await?;
                 }
-                request_bytes += doc.len();
-                request.push(
-                    RawDocumentBuf::from_bytes(doc.to_vec())
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                );
+                request.push(doc)?;
             }
         }
-        if !request.is_empty() {
-            self.send(request, request_bytes, &permit).await?;
+        if request.len() > 0 {
+            self.send(request, &permit).await?;
         }
         Ok(())
     }
 
-    async fn send(
-        &mut self,
-        docs: Vec<RawDocumentBuf>,
-        bytes: usize,
-        permit: &BatchPermit,
-    ) -> Result<()> {
+    fn new_request(&self, docs: usize) -> Request {
+        Request::new(
+            self.send_mode,
+            &self.collection_name,
+            self.docs_per_request.min(docs),
+        )
+    }
+
+    /// A document over the server's limit: set aside, or the error.
+    fn too_large(&mut self, doc: &[u8]) -> Result<()> {
+        let reason = format!(
+            "a document of {} bytes exceeds the server's maxBsonObjectSize ({} bytes)",
+            doc.len(),
+            self.limits.max_bson_object_size
+        );
+        match &self.dead_letter {
+            Some((dl, partition)) => {
+                let reject = Reject {
+                    row: 0,
+                    key: describe_id(doc),
+                    column: String::new(),
+                    reason,
+                };
+                dl.record(partition, &[reject])?;
+                self.stats.rejected += 1;
+                Ok(())
+            }
+            None => Err(Error::Write {
+                namespace: self.namespace.clone(),
+                message: format!("{reason}; {}", describe_id(doc)),
+            }),
+        }
+    }
+
+    async fn send(&mut self, request: Request, permit: &BatchPermit) -> Result<()> {
         while self.in_flight.len() >= self.writers {
             self.join_one().await?;
         }
@@ -220,7 +227,7 @@ impl MongoSink {
         let permit = permit.clone();
         let dead_letter = self.dead_letter.clone();
         self.in_flight.spawn(async move {
-            let result = insert(collection, namespace, docs, bytes, dead_letter).await;
+            let result = insert(collection, namespace, request, dead_letter).await;
             drop(permit);
             result
         });
@@ -256,89 +263,294 @@ impl MongoSink {
     }
 }
 
+/// One insert request: the documents of a run of rows, ready to send.
+enum Request {
+    /// Copies handed to the driver's `insert_many`, which serialises them
+    /// again into an `OP_MSG` document sequence.
+    Driver {
+        docs: Vec<RawDocumentBuf>,
+        bytes: usize,
+    },
+    /// An `insert` command assembled directly from the encoded bytes (one
+    /// copy), sent with `run_raw_command`. The command goes to the driver,
+    /// so each document's `_id` is kept aside as a small document of its
+    /// own (`ids`, `id_ranges`), to name a document the server rejects.
+    Command {
+        cmd: Vec<u8>,
+        array_at: usize,
+        ids: Vec<u8>,
+        id_ranges: Vec<(usize, usize)>,
+        bytes: usize,
+    },
+}
+
+impl Request {
+    fn new(mode: SendMode, collection: &str, capacity: usize) -> Request {
+        match mode {
+            SendMode::InsertMany => Request::Driver {
+                docs: Vec::with_capacity(capacity),
+                bytes: 0,
+            },
+            SendMode::Command => {
+                let mut cmd = Vec::with_capacity(1 << 16);
+                let at = b::begin_doc(&mut cmd);
+                debug_assert_eq!(at, 0);
+                b::put_element(&mut cmd, b::STRING, b"insert\0");
+                b::put_str(&mut cmd, collection.as_bytes());
+                b::put_element(&mut cmd, b::BOOLEAN, b"ordered\0");
+                cmd.push(0);
+                b::put_element(&mut cmd, b::ARRAY, b"documents\0");
+                let array_at = b::begin_doc(&mut cmd);
+                Request::Command {
+                    cmd,
+                    array_at,
+                    ids: Vec::with_capacity(capacity * 24),
+                    id_ranges: Vec::with_capacity(capacity),
+                    bytes: 0,
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Request::Driver { docs, .. } => docs.len(),
+            Request::Command { id_ranges, .. } => id_ranges.len(),
+        }
+    }
+
+    fn push(&mut self, doc: &[u8]) -> Result<()> {
+        match self {
+            Request::Driver { docs, bytes } => {
+                *bytes += doc.len();
+                docs.push(
+                    RawDocumentBuf::from_bytes(doc.to_vec())
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                );
+            }
+            Request::Command {
+                cmd,
+                ids,
+                id_ranges,
+                bytes,
+                ..
+            } => {
+                *bytes += doc.len();
+                cmd.push(b::DOCUMENT);
+                cmd.extend_from_slice(id_ranges.len().to_string().as_bytes());
+                cmd.push(0);
+                cmd.extend_from_slice(doc);
+                // `_id` is the first element: keep it as `{_id: ...}`.
+                let start = ids.len();
+                let at = b::begin_doc(ids);
+                ids.extend_from_slice(&doc[4..4 + first_element_len(doc)]);
+                b::end_doc(ids, at);
+                id_ranges.push((start, ids.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A document holding at least document `i`'s `_id`.
+    fn id_doc(&self, i: usize) -> Option<&[u8]> {
+        match self {
+            Request::Driver { docs, .. } => docs.get(i).map(|d| d.as_bytes()),
+            Request::Command { ids, id_ranges, .. } => id_ranges.get(i).map(|&(s, e)| &ids[s..e]),
+        }
+    }
+}
+
+impl Request {
+    /// BSON bytes of the documents.
+    fn bytes(&self) -> usize {
+        match self {
+            Request::Driver { bytes, .. } | Request::Command { bytes, .. } => *bytes,
+        }
+    }
+}
+
+/// A write error of one document in a request.
+struct DocError {
+    index: usize,
+    code: i32,
+    message: String,
+}
+
+/// Send one request; duplicates count as already present, other rejected
+/// documents go to the dead-letter file or fail the request.
 async fn insert(
     collection: Collection<RawDocumentBuf>,
     namespace: String,
-    docs: Vec<RawDocumentBuf>,
-    bytes: usize,
+    mut request: Request,
     dead_letter: Option<(Arc<DeadLetter>, String)>,
 ) -> Result<WriteStats> {
-    let n = docs.len() as u64;
+    let n = request.len() as u64;
     let base = WriteStats {
         inserted: n,
-        bytes: bytes as u64,
+        bytes: request.bytes() as u64,
         requests: 1,
         ..WriteStats::default()
     };
-    match collection.insert_many(&docs).ordered(false).await {
-        Ok(_) => Ok(base),
-        Err(e) => {
-            if let ErrorKind::InsertMany(failure) = e.kind.as_ref() {
-                let errors = failure.write_errors.as_deref().unwrap_or_default();
-                let dups = errors.iter().filter(|w| w.code == DUPLICATE_KEY).count() as u64;
-                let other = errors.iter().find(|w| w.code != DUPLICATE_KEY);
-                if other.is_none() && failure.write_concern_error.is_none() && dups > 0 {
-                    return Ok(WriteStats {
-                        inserted: n - dups,
-                        already_present: dups,
-                        ..base
-                    });
-                }
-                if let (Some((dl, partition)), Some(_), None) =
-                    (&dead_letter, other, &failure.write_concern_error)
-                {
-                    let rejects: Vec<Reject> = errors
+    let (errors, concern): (Vec<DocError>, Option<String>) = match &mut request {
+        Request::Driver { docs, .. } => match collection.insert_many(&*docs).ordered(false).await {
+            Ok(_) => (Vec::new(), None),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(failure) => (
+                    failure
+                        .write_errors
+                        .as_deref()
+                        .unwrap_or_default()
                         .iter()
-                        .filter(|w| w.code != DUPLICATE_KEY)
-                        .map(|w| Reject {
-                            row: 0,
-                            key: docs
-                                .get(w.index)
-                                .map(|d| describe_id(d.as_bytes()))
-                                .unwrap_or_default(),
-                            column: String::new(),
-                            reason: format!(
-                                "rejected by the server: code {}: {}",
-                                w.code,
-                                redact::scrub(&w.message)
-                            ),
+                        .map(|w| DocError {
+                            index: w.index,
+                            code: w.code,
+                            message: w.message.clone(),
                         })
-                        .collect();
-                    dl.record(partition, &rejects)?;
-                    let rejected = rejects.len() as u64;
-                    return Ok(WriteStats {
-                        inserted: n - dups - rejected,
-                        already_present: dups,
-                        rejected,
-                        ..base
-                    });
-                }
-                if let Some(w) = other {
-                    let id = docs
-                        .get(w.index)
-                        .map(|d| describe_id(d.as_bytes()))
-                        .unwrap_or_default();
-                    return Err(Error::Write {
-                        namespace,
-                        message: format!(
-                            "{} of {} documents rejected; first: code {}: {} ({id})",
-                            errors.len(),
-                            n,
-                            w.code,
-                            redact::scrub(&w.message)
-                        ),
-                    });
-                }
-            }
-            let message = redact::scrub(&crate::source::postgres::error_chain(&e));
-            if transient(&e) {
-                Err(Error::Unavailable {
-                    system: SYSTEM,
-                    message,
-                })
-            } else {
-                Err(Error::Write { namespace, message })
-            }
+                        .collect(),
+                    failure
+                        .write_concern_error
+                        .as_ref()
+                        .map(|c| c.message.clone()),
+                ),
+                _ => return Err(driver_error(&namespace, &e)),
+            },
+        },
+        Request::Command { cmd, array_at, .. } => {
+            b::end_doc(cmd, *array_at);
+            b::end_doc(cmd, 0);
+            let raw = RawDocumentBuf::from_bytes(std::mem::take(cmd))
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let reply = collection
+                .client()
+                .database(collection.namespace().db.as_str())
+                .run_raw_command(raw)
+                .await;
+            // Keep the bytes for messages about single documents.
+            let reply = reply.map_err(|e| driver_error(&namespace, &e))?;
+            let errors = match reply.get_array("writeErrors") {
+                Ok(list) => list
+                    .iter()
+                    .filter_map(|v| v.as_document())
+                    .map(|d| DocError {
+                        index: d.get_i32("index").map(|i| i as usize).unwrap_or(usize::MAX),
+                        code: d.get_i32("code").unwrap_or(0),
+                        message: d.get_str("errmsg").unwrap_or_default().to_string(),
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            let concern = reply.get_document("writeConcernError").ok().map(|d| {
+                d.get_str("errmsg")
+                    .unwrap_or("write concern error")
+                    .to_string()
+            });
+            (errors, concern)
+        }
+    };
+    if errors.is_empty() && concern.is_none() {
+        return Ok(base);
+    }
+    let dups = errors.iter().filter(|w| w.code == DUPLICATE_KEY).count() as u64;
+    let others: Vec<&DocError> = errors.iter().filter(|w| w.code != DUPLICATE_KEY).collect();
+    if let Some(concern) = concern {
+        return Err(Error::Write {
+            namespace,
+            message: format!("write concern error: {}", redact::scrub(&concern)),
+        });
+    }
+    if others.is_empty() {
+        return Ok(WriteStats {
+            inserted: n - dups,
+            already_present: dups,
+            ..base
+        });
+    }
+    let describe = |i: usize| {
+        request
+            .id_doc(i)
+            .map(describe_id)
+            .unwrap_or_else(|| format!("document {i}"))
+    };
+    if let Some((dl, partition)) = &dead_letter {
+        let rejects: Vec<Reject> = others
+            .iter()
+            .map(|w| Reject {
+                row: 0,
+                key: describe(w.index),
+                column: String::new(),
+                reason: format!(
+                    "rejected by the server: code {}: {}",
+                    w.code,
+                    redact::scrub(&w.message)
+                ),
+            })
+            .collect();
+        dl.record(partition, &rejects)?;
+        let rejected = rejects.len() as u64;
+        return Ok(WriteStats {
+            inserted: n - dups - rejected,
+            already_present: dups,
+            rejected,
+            ..base
+        });
+    }
+    let w = others[0];
+    Err(Error::Write {
+        namespace,
+        message: format!(
+            "{} of {} documents rejected; first: code {}: {} ({})",
+            others.len(),
+            n,
+            w.code,
+            redact::scrub(&w.message),
+            describe(w.index)
+        ),
+    })
+}
+
+/// Length of a document's first element (type, name, value); 0 when it is
+/// of a type an `_id` written by the encoder never has.
+fn first_element_len(doc: &[u8]) -> usize {
+    let Some(&ty) = doc.get(4) else { return 0 };
+    let Some(name) = doc[5..].iter().position(|&c| c == 0) else {
+        return 0;
+    };
+    let value = 5 + name + 1;
+    let i32_at = |at: usize| {
+        doc.get(at..at + 4).map_or(0, |b| {
+            i32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+        })
+    };
+    let len = match ty {
+        b::INT32 => 4,
+        b::INT64 | b::DATETIME | b::DOUBLE => 8,
+        b::OBJECT_ID => 12,
+        b::DECIMAL128 => 16,
+        b::BOOLEAN => 1,
+        b::STRING => 4 + i32_at(value),
+        b::DOCUMENT | b::ARRAY => i32_at(value),
+        b::BINARY => 5 + i32_at(value),
+        _ => return 0,
+    };
+    if value + len <= doc.len() {
+        1 + name + 1 + len
+    } else {
+        0
+    }
+}
+
+/// A driver error as a write error, or as unavailability when transient.
+fn driver_error(namespace: &str, e: &mongodb::error::Error) -> Error {
+    let message = redact::scrub(&crate::source::postgres::error_chain(e));
+    if transient(e) {
+        Error::Unavailable {
+            system: SYSTEM,
+            message,
+        }
+    } else {
+        Error::Write {
+            namespace: namespace.to_string(),
+            message,
         }
     }
 }
