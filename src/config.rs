@@ -135,13 +135,15 @@ pub struct TargetConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SendMode {
-    /// An `insert` command assembled from the encoded documents in one copy
-    /// (`runCommand`), at most maxBsonObjectSize (16 MiB) per request.
+    /// The driver's `insert_many`: an `OP_MSG` document sequence. It copies
+    /// and re-serialises every document, but servers take it fastest
+    /// (`scripts/bench-send.sh`).
     #[default]
-    Command,
-    /// The driver's `insert_many`: it copies and re-serialises every
-    /// document, looks up its `_id`, and may retry once on a replica set.
     InsertMany,
+    /// An `insert` command assembled from the encoded documents in one copy
+    /// (`runCommand`), at most maxBsonObjectSize (16 MiB) per request: about
+    /// a third less client CPU, for a client that is short of it.
+    Command,
 }
 
 /// How result columns become document fields.

@@ -202,8 +202,15 @@ fn committed_json_schema_matches_the_config_types() {
     );
 }
 
+/// Both send paths name the documents the server rejects.
 #[tokio::test]
 async fn dead_letter_sets_bad_rows_aside_and_writes_the_rest() {
+    for send in ["insert_many", "command"] {
+        dead_letter_case(send).await;
+    }
+}
+
+async fn dead_letter_case(send: &str) {
     let table = unique("dl");
     let db = unique("dl");
     pg_exec(&format!(
@@ -216,7 +223,7 @@ async fn dead_letter_sets_bad_rows_aside_and_writes_the_rest() {
     let dl = dir.path().join("rejected.jsonl");
     let (_d, path) = job(&format!(
         "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table}\"\n\
-         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\nsend = \"{send}\"\n\
          [mapping]\nid = [\"id\"]\ndecimal = \"string\"\n\
          [dead_letter]\npath = \"{}\"\n",
         dl.display()

@@ -49,6 +49,7 @@ uri = "{{MONGO}}"
 database = "{db}"
 collection = "orders"
 write_batch_docs = 1000
+send = "command"
 
 [mapping]
 id = ["order_id"]
