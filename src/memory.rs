@@ -138,10 +138,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
 ///
 /// Of the budget, a sixteenth is one batch as the reader builds it (the
 /// reader cuts a batch when the rows' wire bytes reach it, whatever their
-/// width); a batch in flight costs its Arrow size plus twice its BSON size
-/// (the encoded buffer, then the copies handed to the driver); write
-/// requests are cut so that all `writers` of them together stay under a
-/// quarter of the budget.
+/// width), and an eighth is kept for that batch and its builders' slack; a
+/// batch in flight costs its Arrow size plus four times its BSON size (the
+/// encoded buffer, the request's copy, and the driver's two: the documents
+/// it re-serialises and the message it assembles);
+/// write requests are cut so that all `writers` of them together stay under
+/// a quarter of the budget.
 #[derive(Debug, Clone)]
 pub struct Budget {
     total: u64,
@@ -163,7 +165,7 @@ const UNIT: u64 = 1024;
 impl Budget {
     pub fn new(total: ByteSize, writers: usize) -> Self {
         let total = total.0.max(4 << 20);
-        let capacity = total - total / 16;
+        let capacity = total - total / 8;
         Budget {
             total,
             permits: Arc::new(Semaphore::new((capacity / UNIT) as usize)),
@@ -191,7 +193,7 @@ impl Budget {
     pub fn batch_cost(&self, arrow_bytes: usize) -> u64 {
         let ratio = self.bson_per_arrow_milli.load(Ordering::Relaxed);
         let a = arrow_bytes as u64;
-        a + 2 * a * ratio / 1000
+        a + 4 * a * ratio / 1000
     }
 
     /// Wait for the permits a batch of `arrow_bytes` needs. A batch larger
@@ -257,28 +259,35 @@ mod tests {
     #[tokio::test]
     async fn permits_bound_what_is_in_flight() {
         let b = Budget::new(ByteSize(16 << 20), 1);
-        b.observe(1000, 2000); // BSON twice the Arrow size: a batch costs 5×.
+        // 14 MiB of permits: an eighth is left to the batch being built.
+        let capacity = 14u64 << 20;
         let cost = b.batch_cost(1 << 20);
-        assert_eq!(cost, 5 << 20);
-        // 15 MiB of permits (a sixteenth is left to the batch being built).
-        let held: Vec<_> = futures_util::future::join_all((0..3).map(|_| b.acquire(1 << 20))).await;
-        assert_eq!(b.in_flight(), 15 << 20);
-        // A fourth would exceed the budget: it waits until one is written.
+        assert!(cost > 1 << 20, "a batch costs more than its Arrow bytes");
+        let fit = (capacity / cost) as usize;
+        assert!(fit >= 2);
+        let held: Vec<_> =
+            futures_util::future::join_all((0..fit).map(|_| b.acquire(1 << 20))).await;
+        let used = b.in_flight();
+        assert!(
+            used <= capacity && used + cost > capacity,
+            "{used} of {capacity}"
+        );
+        // One more would exceed the budget: it waits until one is written.
         let waiting =
             tokio::time::timeout(std::time::Duration::from_millis(50), b.acquire(1 << 20));
         assert!(waiting.await.is_err());
         let mut held = held.into_iter();
         drop(held.next());
-        let fourth = b.acquire(1 << 20).await;
-        assert_eq!(b.in_flight(), 15 << 20);
-        drop((held, fourth));
+        let more = b.acquire(1 << 20).await;
+        assert_eq!(b.in_flight(), used);
+        drop((held, more));
         assert_eq!(b.in_flight(), 0);
         // Larger than the whole budget: takes all of it, and still moves.
         let huge = b.acquire(64 << 20).await;
-        assert_eq!(b.in_flight(), 15 << 20);
+        assert_eq!(b.in_flight(), capacity);
         drop(huge);
-        // The price follows wider BSON at once.
-        b.observe(1000, 4000);
-        assert_eq!(b.batch_cost(1 << 20), 9 << 20);
+        // The price follows wider BSON at once: Arrow + 4 × BSON.
+        b.observe(1000, 3000);
+        assert_eq!(b.batch_cost(1 << 20), 13 << 20);
     }
 }
