@@ -466,15 +466,25 @@ async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let sql = partition_sql(&ctx.job, &ctx.key, &claim.range);
     let mut delays = ctx.job.retry.delays();
     let mut timeouts = claim.timeouts;
+    // Cancelled on a signal, or when our lease was lost (a heartbeat came too
+    // late and another worker took the partition over: it is theirs now).
+    let stop = ctx.cancel.child_token();
     let heartbeat = {
         let store = ctx.store.clone();
         let id = claim.id.clone();
+        let stop = stop.clone();
         let every = Duration::from_secs(ctx.job.checkpoint.lease_seconds).div_f64(3.0);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = store.heartbeat(&id).await {
-                    tracing::warn!(error = %e, partition = %id, "heartbeat failed");
+                match store.heartbeat(&id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(partition = %id, "lease lost to another worker: leaving the partition to it");
+                        stop.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, partition = %id, "heartbeat failed"),
                 }
             }
         })
@@ -482,7 +492,11 @@ async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     loop {
         let started = Instant::now();
-        let (result, writes) = transfer(ctx, &sql, &claim.id).await;
+        let (result, writes) = transfer(ctx, &sql, &claim.id, &stop).await;
+        if stop.is_cancelled() && !ctx.cancel.is_cancelled() {
+            // Lost the lease: nothing to record, the new owner goes on.
+            return PartitionEnd::Released(writes);
+        }
         let outcome = match result {
             Ok(rows) if !ctx.cancel.is_cancelled() => {
                 let stats = PartitionStats {
@@ -578,10 +592,15 @@ impl Drop for AbortOnDrop {
 /// One attempt at a partition: read, encode, write, and wait for every
 /// write. Returns the rows read (stopping early when cancelled) and what
 /// was written, also when it fails (those writes stay written).
-async fn transfer(ctx: &Context, sql: &str, partition: &str) -> (Result<u64>, WriteStats) {
+async fn transfer(
+    ctx: &Context,
+    sql: &str,
+    partition: &str,
+    stop: &CancellationToken,
+) -> (Result<u64>, WriteStats) {
     let mut sink = MongoSink::new(&ctx.target, &ctx.job.target, &ctx.budget)
         .with_dead_letter(ctx.dead_letter.clone().map(|d| (d, partition.to_string())));
-    let pumped = pump(ctx, sql, partition, &mut sink).await;
+    let pumped = pump(ctx, sql, partition, stop, &mut sink).await;
     // Whatever stopped the pump, the writes already handed to the sink are
     // awaited: nothing fetched and encoded before a failure is thrown away.
     let finished = sink.finish().await;
@@ -592,7 +611,13 @@ async fn transfer(ctx: &Context, sql: &str, partition: &str) -> (Result<u64>, Wr
     }
 }
 
-async fn pump(ctx: &Context, sql: &str, partition: &str, sink: &mut MongoSink) -> Result<u64> {
+async fn pump(
+    ctx: &Context,
+    sql: &str,
+    partition: &str,
+    stop: &CancellationToken,
+    sink: &mut MongoSink,
+) -> Result<u64> {
     let lenient = ctx.dead_letter.is_some();
     let mut source = PgSource::open(&ctx.job.source, sql, &ctx.budget, lenient).await?;
     let encoder = Arc::new(
@@ -604,7 +629,7 @@ async fn pump(ctx: &Context, sql: &str, partition: &str, sink: &mut MongoSink) -
     loop {
         let next = tokio::select! {
             next = source.next_batch() => next,
-            _ = ctx.cancel.cancelled() => return Ok(rows),
+            _ = stop.cancelled() => return Ok(rows),
         };
         let Some(next) = next else { break };
         let SourceBatch {

@@ -61,11 +61,7 @@ impl PgSource {
         budget: &Budget,
         dead_letter: bool,
     ) -> Result<Self> {
-        let mut conn = Connection::connect(&cfg.url).await?;
-        if let Some(ms) = cfg.statement_timeout_ms {
-            conn.simple_query(&format!("SET statement_timeout = {ms}"))
-                .await?;
-        }
+        let mut conn = Connection::session(cfg).await?;
         conn.simple_query("BEGIN").await?;
         let (columns, kinds, schema) = conn.result_schema(sql).await?;
         let builders: Vec<ColumnBuilder> = columns
@@ -99,11 +95,7 @@ impl PgSource {
 
     /// The first row of `sql` as text (a small statistics query).
     pub async fn query_row(cfg: &SourceConfig, sql: &str) -> Result<Vec<Option<String>>> {
-        let mut conn = Connection::connect(&cfg.url).await?;
-        if let Some(ms) = cfg.statement_timeout_ms {
-            conn.simple_query(&format!("SET statement_timeout = {ms}"))
-                .await?;
-        }
+        let mut conn = Connection::session(cfg).await?;
         let row = conn.simple_query(sql).await?;
         conn.terminate().await;
         Ok(row)
@@ -111,11 +103,7 @@ impl PgSource {
 
     /// The first column of every row of `sql`, as text (a key sample).
     pub async fn query_column(cfg: &SourceConfig, sql: &str) -> Result<Vec<String>> {
-        let mut conn = Connection::connect(&cfg.url).await?;
-        if let Some(ms) = cfg.statement_timeout_ms {
-            conn.simple_query(&format!("SET statement_timeout = {ms}"))
-                .await?;
-        }
+        let mut conn = Connection::session(cfg).await?;
         let values = conn.simple_query_column(sql).await?;
         conn.terminate().await;
         Ok(values)
@@ -211,6 +199,16 @@ struct Connection {
 const READ_CHUNK: usize = 256 * 1024;
 
 impl Connection {
+    /// Connect with the source's settings (`statement_timeout`).
+    async fn session(cfg: &SourceConfig) -> Result<Self> {
+        let mut conn = Connection::connect(&cfg.url).await?;
+        if let Some(ms) = cfg.statement_timeout_ms {
+            conn.simple_query(&format!("SET statement_timeout = {ms}"))
+                .await?;
+        }
+        Ok(conn)
+    }
+
     /// Connect and log in, with TLS as the URL's `sslmode` asks.
     async fn connect(url: &str) -> Result<Self> {
         redact::register_uri(url);
