@@ -466,24 +466,20 @@ async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let sql = partition_sql(&ctx.job, &ctx.key, &claim.range);
     let mut delays = ctx.job.retry.delays();
     let mut timeouts = claim.timeouts;
-    // Cancelled on a signal, or when our lease was lost (a heartbeat came too
-    // late and another worker took the partition over: it is theirs now).
-    let stop = ctx.cancel.child_token();
+    // Cancelled on a signal.
+    let stop = ctx.cancel.clone();
     let heartbeat = {
         let store = ctx.store.clone();
         let id = claim.id.clone();
-        let stop = stop.clone();
         let every = Duration::from_secs(ctx.job.checkpoint.lease_seconds).div_f64(3.0);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 match store.heartbeat(&id).await {
                     Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(partition = %id, "lease lost to another worker: leaving the partition to it");
-                        stop.cancel();
-                        return;
-                    }
+                    // Another worker took it over after our lease expired:
+                    // both finish it; the writes are idempotent.
+                    Ok(false) => tracing::warn!(partition = %id, "lease lost to another worker"),
                     Err(e) => tracing::warn!(error = %e, partition = %id, "heartbeat failed"),
                 }
             }
@@ -493,10 +489,6 @@ async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     loop {
         let started = Instant::now();
         let (result, writes) = transfer(ctx, &sql, &claim.id, &stop).await;
-        if stop.is_cancelled() && !ctx.cancel.is_cancelled() {
-            // Lost the lease: nothing to record, the new owner goes on.
-            return PartitionEnd::Released(writes);
-        }
         let outcome = match result {
             Ok(rows) if !ctx.cancel.is_cancelled() => {
                 let stats = PartitionStats {
