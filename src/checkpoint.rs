@@ -267,7 +267,36 @@ impl CheckpointStore {
 
     /// Claim the next partition: pending, or running under an expired
     /// lease, or failed by another worker. `None` when there is none now.
+    ///
+    /// Safe to retry: each claim carries a token of its own, so when the
+    /// answer to a claim is lost (the server applied it, the connection
+    /// dropped), the retry finds the partition it already took instead of
+    /// taking a second one and leaving the first orphaned.
     pub async fn claim(&self, generation: i64) -> Result<Option<Claim>> {
+        let token = bson::oid::ObjectId::new();
+        patient(|| self.try_claim(generation, token)).await
+    }
+
+    async fn try_claim(
+        &self,
+        generation: i64,
+        token: bson::oid::ObjectId,
+    ) -> Result<Option<Claim>> {
+        let to_claim = |d: Document| Claim {
+            id: d.get_str("_id").unwrap_or_default().to_string(),
+            range: range_of(&d),
+            attempts: d.get_i32("attempts").unwrap_or(1),
+            timeouts: d.get_i32("timeouts").unwrap_or(0),
+        };
+        // An earlier try of this claim may have been applied.
+        let mine = self
+            .coll
+            .find_one(doc! {"job": &self.job, "kind": "partition", "claim_token": token})
+            .await
+            .map_err(db_err)?;
+        if let Some(d) = mine {
+            return Ok(Some(to_claim(d)));
+        }
         let now = DateTime::now();
         let filter = doc! {
             "job": &self.job, "kind": "partition", "generation": generation,
@@ -279,7 +308,7 @@ impl CheckpointStore {
         };
         let update = doc! {
             "$set": {"state": RUNNING, "owner": &self.owner, "lease_until": self.lease_until(),
-                     "heartbeat": now},
+                     "heartbeat": now, "claim_token": token},
             "$inc": {"attempts": 1i32},
         };
         let claimed = self
@@ -289,12 +318,7 @@ impl CheckpointStore {
             .return_document(ReturnDocument::After)
             .await
             .map_err(db_err)?;
-        Ok(claimed.map(|d| Claim {
-            id: d.get_str("_id").unwrap_or_default().to_string(),
-            range: range_of(&d),
-            attempts: d.get_i32("attempts").unwrap_or(1),
-            timeouts: d.get_i32("timeouts").unwrap_or(0),
-        }))
+        Ok(claimed.map(to_claim))
     }
 
     /// Renew the lease; false when the partition is no longer ours (our

@@ -356,7 +356,7 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
             break;
         }
         while tasks.len() < parallel {
-            match patient(|| store.claim(generation)).await {
+            match store.claim(generation).await {
                 Ok(Some(claim)) => {
                     let ctx = ctx.clone();
                     tasks.spawn(async move { run_partition(&ctx, claim).await });
