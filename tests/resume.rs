@@ -120,7 +120,9 @@ async fn sigkill_at_random_moments_then_resume_exactly() {
     let mut done_before: HashMap<String, i32> = HashMap::new();
     for round in 0..3 {
         let mut child = spawn(&path);
-        let wait = rng.random_range(800..2500);
+        // Kill moments scale with the table, so that partitions finish between kills.
+        let scale = (rows / 100_000).max(1);
+        let wait = rng.random_range(800 * scale..2500 * scale);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         if child.try_wait().unwrap().is_some() {
             break; // finished before the kill
