@@ -466,8 +466,6 @@ async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let sql = partition_sql(&ctx.job, &ctx.key, &claim.range);
     let mut delays = ctx.job.retry.delays();
     let mut timeouts = claim.timeouts;
-    // Cancelled on a signal.
-    let stop = ctx.cancel.clone();
     let heartbeat = {
         let store = ctx.store.clone();
         let id = claim.id.clone();
@@ -488,7 +486,7 @@ async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     loop {
         let started = Instant::now();
-        let (result, writes) = transfer(ctx, &sql, &claim.id, &stop).await;
+        let (result, writes) = transfer(ctx, &sql, &claim.id).await;
         let outcome = match result {
             Ok(rows) if !ctx.cancel.is_cancelled() => {
                 let stats = PartitionStats {
@@ -584,15 +582,10 @@ impl Drop for AbortOnDrop {
 /// One attempt at a partition: read, encode, write, and wait for every
 /// write. Returns the rows read (stopping early when cancelled) and what
 /// was written, also when it fails (those writes stay written).
-async fn transfer(
-    ctx: &Context,
-    sql: &str,
-    partition: &str,
-    stop: &CancellationToken,
-) -> (Result<u64>, WriteStats) {
+async fn transfer(ctx: &Context, sql: &str, partition: &str) -> (Result<u64>, WriteStats) {
     let mut sink = MongoSink::new(&ctx.target, &ctx.job.target, &ctx.budget)
         .with_dead_letter(ctx.dead_letter.clone().map(|d| (d, partition.to_string())));
-    let pumped = pump(ctx, sql, partition, stop, &mut sink).await;
+    let pumped = pump(ctx, sql, partition, &mut sink).await;
     // Whatever stopped the pump, the writes already handed to the sink are
     // awaited: nothing fetched and encoded before a failure is thrown away.
     let finished = sink.finish().await;
@@ -603,13 +596,7 @@ async fn transfer(
     }
 }
 
-async fn pump(
-    ctx: &Context,
-    sql: &str,
-    partition: &str,
-    stop: &CancellationToken,
-    sink: &mut MongoSink,
-) -> Result<u64> {
+async fn pump(ctx: &Context, sql: &str, partition: &str, sink: &mut MongoSink) -> Result<u64> {
     let lenient = ctx.dead_letter.is_some();
     let mut source = PgSource::open(&ctx.job.source, sql, &ctx.budget, lenient).await?;
     let encoder = Arc::new(
@@ -621,7 +608,7 @@ async fn pump(
     loop {
         let next = tokio::select! {
             next = source.next_batch() => next,
-            _ = stop.cancelled() => return Ok(rows),
+            _ = ctx.cancel.cancelled() => return Ok(rows),
         };
         let Some(next) = next else { break };
         let SourceBatch {

@@ -358,9 +358,7 @@ impl Request {
             Request::Command { ids, id_ranges, .. } => id_ranges.get(i).map(|&(s, e)| &ids[s..e]),
         }
     }
-}
 
-impl Request {
     /// BSON bytes of the documents.
     fn bytes(&self) -> usize {
         match self {
