@@ -9,6 +9,7 @@ pub mod config;
 pub mod deadletter;
 pub mod encode;
 pub mod error;
+pub mod filter;
 pub mod memory;
 pub mod pipeline;
 pub mod plan;

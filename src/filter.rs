@@ -1,0 +1,975 @@
+//! The job's row filter: a small SQL-like expression, pushed into the
+//! source query where there is one, evaluated on Arrow batches with the
+//! compute kernels where there is none (Parquet parts staged on S3).
+//!
+//! ```text
+//! expr      := and (OR and)*
+//! and       := not (AND not)*
+//! not       := NOT not | predicate
+//! predicate := '(' expr ')'
+//!            | operand (= | <> | != | < | <= | > | >=) operand
+//!            | operand IS [NOT] NULL
+//!            | operand [NOT] IN '(' literal (, literal)* ')'
+//!            | column                      -- a BOOLEAN column
+//! operand   := column | literal
+//! column    := name | "quoted name"
+//! literal   := 123 | -1.5 | 'text' ('' for a quote) | TRUE | FALSE
+//!            | DATE 'YYYY-MM-DD' | TIMESTAMP 'YYYY-MM-DD HH:MM:SS[.ffffff][+00]'
+//! ```
+//!
+//! Both evaluations follow SQL's three-valued logic: a comparison with a
+//! NULL is unknown, `NOT unknown` is unknown, and a row is kept only when
+//! the whole expression is true. The expression is checked against the
+//! result's schema before any data moves: an unknown column or a literal
+//! that does not fit its column's type is an error naming `source.filter`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_arith::boolean::{and_kleene, is_not_null, is_null, not, or_kleene};
+use arrow_array::{Array, ArrayRef, BooleanArray, Datum, RecordBatch, Scalar, StringArray};
+use arrow_cast::{cast_with_options, CastOptions};
+use arrow_schema::{DataType, Schema};
+
+use crate::error::{Error, Result};
+
+const KEY: &str = "source.filter";
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CmpOp {
+    fn sql(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "=",
+            CmpOp::Ne => "<>",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+
+    /// The operator with its operands swapped (`1 < a` is `a > 1`).
+    fn flipped(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            other => other,
+        }
+    }
+}
+
+/// A literal as written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    /// A number, kept as its text (exact for decimals).
+    Number(String),
+    Text(String),
+    Bool(bool),
+    Date(String),
+    Timestamp(String),
+}
+
+impl Literal {
+    fn text(&self) -> String {
+        match self {
+            Literal::Number(t) | Literal::Text(t) | Literal::Date(t) | Literal::Timestamp(t) => {
+                t.clone()
+            }
+            Literal::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Literal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quoted = |t: &str| format!("'{}'", t.replace('\'', "''"));
+        match self {
+            Literal::Number(n) => f.write_str(n),
+            Literal::Text(t) => f.write_str(&quoted(t)),
+            Literal::Bool(b) => f.write_str(if *b { "TRUE" } else { "FALSE" }),
+            Literal::Date(t) => write!(f, "DATE {}", quoted(t)),
+            Literal::Timestamp(t) => write!(f, "TIMESTAMP {}", quoted(t)),
+        }
+    }
+}
+
+/// One side of a comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    Column(String),
+    Literal(Literal),
+}
+
+/// A parsed filter expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Cmp(Operand, CmpOp, Operand),
+    IsNull { column: String, negated: bool },
+    In {
+        column: String,
+        list: Vec<Literal>,
+        negated: bool,
+    },
+    /// A BOOLEAN column on its own.
+    Column(String),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+}
+
+/// Quote a column name for SQL (`"name"`, quotes doubled).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Expr {
+    /// Parse a filter expression.
+    pub fn parse(text: &str) -> Result<Expr> {
+        let tokens = lex(text)?;
+        let mut p = Parser { tokens, pos: 0 };
+        let expr = p.or()?;
+        match p.peek() {
+            None => Ok(expr),
+            Some(t) => Err(Error::config(
+                KEY,
+                format!("unexpected {t} at the end of the filter"),
+            )),
+        }
+    }
+
+    /// The columns the expression reads, each once, in order of appearance.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.visit_columns(&mut |c| {
+            if !out.iter().any(|o: &String| o == c) {
+                out.push(c.to_string());
+            }
+        });
+        out
+    }
+
+    fn visit_columns(&self, f: &mut impl FnMut(&str)) {
+        match self {
+            Expr::Cmp(a, _, b) => {
+                for o in [a, b] {
+                    if let Operand::Column(c) = o {
+                        f(c)
+                    }
+                }
+            }
+            Expr::IsNull { column, .. } | Expr::In { column, .. } | Expr::Column(column) => {
+                f(column)
+            }
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.visit_columns(f);
+                b.visit_columns(f);
+            }
+            Expr::Not(a) => a.visit_columns(f),
+        }
+    }
+
+    /// The expression as a SQL predicate, for the source query's WHERE.
+    /// Every column is quoted and every sub-expression parenthesised.
+    pub fn to_sql(&self) -> Result<String> {
+        let lit = |l: &Literal| -> Result<String> {
+            // Redshift reads a backslash in a literal as an escape, PostgreSQL
+            // does not: the same text would mean two things.
+            if l.text().contains('\\') {
+                return Err(Error::config(
+                    KEY,
+                    format!("the literal {l} contains a backslash, which Redshift and PostgreSQL read differently"),
+                ));
+            }
+            Ok(l.to_string())
+        };
+        let operand = |o: &Operand| match o {
+            Operand::Column(c) => Ok(quote_ident(c)),
+            Operand::Literal(l) => lit(l),
+        };
+        Ok(match self {
+            Expr::Cmp(a, op, b) => format!("{} {} {}", operand(a)?, op.sql(), operand(b)?),
+            Expr::IsNull { column, negated } => format!(
+                "{} IS {}NULL",
+                quote_ident(column),
+                if *negated { "NOT " } else { "" }
+            ),
+            Expr::In {
+                column,
+                list,
+                negated,
+            } => format!(
+                "{} {}IN ({})",
+                quote_ident(column),
+                if *negated { "NOT " } else { "" },
+                list.iter().map(lit).collect::<Result<Vec<_>>>()?.join(", ")
+            ),
+            Expr::Column(c) => quote_ident(c),
+            Expr::And(a, b) => format!("({}) AND ({})", a.to_sql()?, b.to_sql()?),
+            Expr::Or(a, b) => format!("({}) OR ({})", a.to_sql()?, b.to_sql()?),
+            Expr::Not(a) => format!("NOT ({})", a.to_sql()?),
+        })
+    }
+
+    /// Check the expression against a schema and prepare its literals as
+    /// Arrow scalars of their columns' types.
+    pub fn bind(&self, schema: &Schema) -> Result<Filter> {
+        Ok(Filter {
+            node: bind(self, schema)?,
+            columns: self.columns(),
+        })
+    }
+}
+
+/// A filter checked against a schema, ready to evaluate on its batches.
+#[derive(Debug)]
+pub struct Filter {
+    node: Node,
+    columns: Vec<String>,
+}
+
+#[derive(Debug)]
+enum Value {
+    Column(usize, DataType),
+    Scalar(Scalar<ArrayRef>),
+}
+
+#[derive(Debug)]
+enum Node {
+    Cmp(Value, CmpOp, Value),
+    IsNull(usize, bool),
+    /// `column IN (scalars)`, negated or not.
+    In(usize, Vec<Scalar<ArrayRef>>, bool),
+    Column(usize),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Not(Box<Node>),
+}
+
+fn column_index(schema: &Schema, name: &str) -> Result<usize> {
+    schema.index_of(name).map_err(|_| {
+        Error::config(
+            KEY,
+            format!(
+                "column `{name}` is not in the result (columns: {})",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
+}
+
+fn is_integer(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+    )
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    is_integer(t)
+        || matches!(
+            t,
+            DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _)
+        )
+}
+
+/// A literal as a one-value array of `column`'s type.
+fn scalar(lit: &Literal, column: &str, data_type: &DataType) -> Result<Scalar<ArrayRef>> {
+    let mismatch = || {
+        Error::config(
+            KEY,
+            format!("column `{column}` is {data_type}; the literal {lit} is not a value of that type"),
+        )
+    };
+    let fits = match (lit, data_type) {
+        (Literal::Number(_), t) => is_numeric(t),
+        (Literal::Text(_), DataType::Utf8 | DataType::LargeUtf8) => true,
+        (Literal::Text(_) | Literal::Date(_), DataType::Date32) => true,
+        (Literal::Text(_) | Literal::Timestamp(_) | Literal::Date(_), DataType::Timestamp(_, _)) => {
+            true
+        }
+        (Literal::Bool(_), DataType::Boolean) => true,
+        _ => false,
+    };
+    if !fits {
+        return Err(mismatch());
+    }
+    let mut text = lit.text();
+    if let (Literal::Number(n), t) = (lit, data_type) {
+        if n.contains(['e', 'E']) && !matches!(t, DataType::Float32 | DataType::Float64) {
+            return Err(Error::config(
+                KEY,
+                format!("column `{column}` is {data_type}; write the literal {n} without an exponent"),
+            ));
+        }
+        let fraction = n
+            .split_once('.')
+            .map_or(0, |(_, f)| f.trim_end_matches('0').len());
+        let exact = match t {
+            t if is_integer(t) => fraction == 0,
+            DataType::Decimal128(_, s) => fraction <= (*s).max(0) as usize,
+            _ => true,
+        };
+        if is_integer(t) {
+            // `10.00` is the integer 10.
+            text = n.split('.').next().unwrap_or(n).to_string();
+        }
+        if !exact {
+            return Err(Error::config(
+                KEY,
+                format!(
+                    "column `{column}` is {data_type}; the literal {n} has more decimal places than it can hold"
+                ),
+            ));
+        }
+    }
+    let source: ArrayRef = Arc::new(StringArray::from(vec![text.as_str()]));
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let array = cast_with_options(&source, data_type, &options).map_err(|e| {
+        Error::config(
+            KEY,
+            format!("column `{column}` is {data_type}; the literal {lit} does not fit it: {e}"),
+        )
+    })?;
+    Ok(Scalar::new(array))
+}
+
+fn bind(expr: &Expr, schema: &Schema) -> Result<Node> {
+    let column = |name: &str| -> Result<(usize, DataType)> {
+        let i = column_index(schema, name)?;
+        Ok((i, schema.field(i).data_type().clone()))
+    };
+    Ok(match expr {
+        Expr::Cmp(a, op, b) => match (a, b) {
+            (Operand::Column(x), Operand::Column(y)) => {
+                let (i, ti) = column(x)?;
+                let (j, tj) = column(y)?;
+                let comparable = ti == tj || (is_numeric(&ti) && is_numeric(&tj));
+                if !comparable {
+                    return Err(Error::config(
+                        KEY,
+                        format!("columns `{x}` ({ti}) and `{y}` ({tj}) cannot be compared"),
+                    ));
+                }
+                Node::Cmp(Value::Column(i, ti), *op, Value::Column(j, tj))
+            }
+            (Operand::Column(c), Operand::Literal(l)) => {
+                let (i, t) = column(c)?;
+                let s = scalar(l, c, &t)?;
+                Node::Cmp(Value::Column(i, t), *op, Value::Scalar(s))
+            }
+            (Operand::Literal(l), Operand::Column(c)) => {
+                let (i, t) = column(c)?;
+                let s = scalar(l, c, &t)?;
+                Node::Cmp(Value::Column(i, t), op.flipped(), Value::Scalar(s))
+            }
+            (Operand::Literal(x), Operand::Literal(y)) => {
+                return Err(Error::config(
+                    KEY,
+                    format!("{x} {} {y} compares two literals; name a column", op.sql()),
+                ))
+            }
+        },
+        Expr::IsNull { column: c, negated } => Node::IsNull(column(c)?.0, *negated),
+        Expr::In {
+            column: c,
+            list,
+            negated,
+        } => {
+            let (i, t) = column(c)?;
+            let scalars = list
+                .iter()
+                .map(|l| scalar(l, c, &t))
+                .collect::<Result<_>>()?;
+            Node::In(i, scalars, *negated)
+        }
+        Expr::Column(c) => {
+            let (i, t) = column(c)?;
+            if t != DataType::Boolean {
+                return Err(Error::config(
+                    KEY,
+                    format!("column `{c}` is {t}, not BOOLEAN: compare it with a value"),
+                ));
+            }
+            Node::Column(i)
+        }
+        Expr::And(a, b) => Node::And(Box::new(bind(a, schema)?), Box::new(bind(b, schema)?)),
+        Expr::Or(a, b) => Node::Or(Box::new(bind(a, schema)?), Box::new(bind(b, schema)?)),
+        Expr::Not(a) => Node::Not(Box::new(bind(a, schema)?)),
+    })
+}
+
+fn arrow_err(e: arrow_schema::ArrowError) -> Error {
+    Error::Internal(format!("filter: {e}"))
+}
+
+impl Filter {
+    /// The columns the filter reads.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Which rows of `batch` the filter keeps (`true`), unknown counted as
+    /// not kept. `batch` has the schema the filter was bound to.
+    pub fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray> {
+        eval(&self.node, batch)
+    }
+
+    /// The rows of `batch` the filter keeps.
+    pub fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let mask = self.evaluate(batch)?;
+        if mask.null_count() == 0 && mask.true_count() == batch.num_rows() {
+            return Ok(batch.clone());
+        }
+        arrow_select::filter::filter_record_batch(batch, &mask).map_err(arrow_err)
+    }
+}
+
+/// Two columns of different numeric types, cast to one they both fit.
+fn common(a: &ArrayRef, b: &ArrayRef) -> Result<(ArrayRef, ArrayRef)> {
+    let (ta, tb) = (a.data_type(), b.data_type());
+    if ta == tb {
+        return Ok((a.clone(), b.clone()));
+    }
+    let to = if is_integer(ta) && is_integer(tb) {
+        DataType::Int64
+    } else {
+        DataType::Float64
+    };
+    let cast = |x: &ArrayRef| arrow_cast::cast(x, &to).map_err(arrow_err);
+    Ok((cast(a)?, cast(b)?))
+}
+
+fn compare(op: CmpOp, l: &dyn Datum, r: &dyn Datum) -> Result<BooleanArray> {
+    use arrow_ord::cmp;
+    match op {
+        CmpOp::Eq => cmp::eq(l, r),
+        CmpOp::Ne => cmp::neq(l, r),
+        CmpOp::Lt => cmp::lt(l, r),
+        CmpOp::Le => cmp::lt_eq(l, r),
+        CmpOp::Gt => cmp::gt(l, r),
+        CmpOp::Ge => cmp::gt_eq(l, r),
+    }
+    .map_err(arrow_err)
+}
+
+fn eval(node: &Node, batch: &RecordBatch) -> Result<BooleanArray> {
+    match node {
+        Node::Cmp(Value::Column(i, _), op, Value::Scalar(s)) => compare(*op, batch.column(*i), s),
+        Node::Cmp(Value::Column(i, _), op, Value::Column(j, _)) => {
+            let (a, b) = common(batch.column(*i), batch.column(*j))?;
+            compare(*op, &a, &b)
+        }
+        Node::Cmp(..) => Err(Error::Internal("filter: a literal on the left".into())),
+        Node::IsNull(i, negated) => {
+            let c = batch.column(*i);
+            if *negated { is_not_null(c) } else { is_null(c) }.map_err(arrow_err)
+        }
+        Node::In(i, list, negated) => {
+            let c = batch.column(*i);
+            let mut any = BooleanArray::from(vec![false; batch.num_rows()]);
+            for s in list {
+                any = or_kleene(&any, &compare(CmpOp::Eq, c, s)?).map_err(arrow_err)?;
+            }
+            if *negated {
+                not(&any).map_err(arrow_err)
+            } else {
+                Ok(any)
+            }
+        }
+        Node::Column(i) => Ok(batch
+            .column(*i)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| Error::Internal("filter: boolean column".into()))?
+            .clone()),
+        Node::And(a, b) => and_kleene(&eval(a, batch)?, &eval(b, batch)?).map_err(arrow_err),
+        Node::Or(a, b) => or_kleene(&eval(a, batch)?, &eval(b, batch)?).map_err(arrow_err),
+        Node::Not(a) => not(&eval(a, batch)?).map_err(arrow_err),
+    }
+}
+
+// ---- lexer and parser ----
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Quoted(String),
+    Number(String),
+    Text(String),
+    Op(&'static str),
+    LParen,
+    RParen,
+    Comma,
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Ident(s) => write!(f, "`{s}`"),
+            Token::Quoted(s) => write!(f, "\"{s}\""),
+            Token::Number(s) => write!(f, "number {s}"),
+            Token::Text(s) => write!(f, "'{s}'"),
+            Token::Op(s) => write!(f, "`{s}`"),
+            Token::LParen => f.write_str("`(`"),
+            Token::RParen => f.write_str("`)`"),
+            Token::Comma => f.write_str("`,`"),
+        }
+    }
+}
+
+fn lex(text: &str) -> Result<Vec<Token>> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let err = |m: String| Error::config(KEY, m);
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            c if c.is_whitespace() => i += 1,
+            '(' => {
+                out.push(Token::LParen);
+                i += 1
+            }
+            ')' => {
+                out.push(Token::RParen);
+                i += 1
+            }
+            ',' => {
+                out.push(Token::Comma);
+                i += 1
+            }
+            '\'' | '"' => {
+                let quote = c;
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => {
+                            return Err(err(format!(
+                                "unterminated {quote}...{quote} starting at character {}",
+                                i
+                            )))
+                        }
+                        Some(&q) if q == quote && chars.get(i + 1) == Some(&quote) => {
+                            s.push(quote);
+                            i += 2;
+                        }
+                        Some(&q) if q == quote => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&ch) => {
+                            s.push(ch);
+                            i += 1;
+                        }
+                    }
+                }
+                out.push(if quote == '\'' {
+                    Token::Text(s)
+                } else {
+                    Token::Quoted(s)
+                });
+            }
+            '=' => {
+                out.push(Token::Op("="));
+                i += 1
+            }
+            '<' | '>' | '!' => {
+                let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
+                let op = match two.as_str() {
+                    "<=" => "<=",
+                    ">=" => ">=",
+                    "<>" | "!=" => "<>",
+                    _ if c == '<' => "<",
+                    _ if c == '>' => ">",
+                    _ => return Err(err("`!` must be followed by `=`".into())),
+                };
+                i += if matches!(two.as_str(), "<=" | ">=" | "<>" | "!=") { 2 } else { 1 };
+                out.push(Token::Op(op));
+            }
+            c if c.is_ascii_digit()
+                || ((c == '-' || c == '+' || c == '.')
+                    && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '.')) =>
+            {
+                let start = i;
+                i += 1;
+                while i < chars.len()
+                    && (chars[i].is_ascii_digit()
+                        || chars[i] == '.'
+                        || ((chars[i] == 'e' || chars[i] == 'E')
+                            && chars.get(i + 1).is_some_and(|d| {
+                                d.is_ascii_digit() || *d == '-' || *d == '+'
+                            }))
+                        || ((chars[i] == '-' || chars[i] == '+')
+                            && matches!(chars[i - 1], 'e' | 'E')))
+                {
+                    i += 1;
+                }
+                let n: String = chars[start..i].iter().collect();
+                let n = n.strip_prefix('+').unwrap_or(&n).to_string();
+                if n.parse::<f64>().is_err() {
+                    return Err(err(format!("`{n}` is not a number")));
+                }
+                out.push(Token::Number(n));
+            }
+            c if c.is_alphabetic() || c == '_' => {
+                let start = i;
+                while i < chars.len()
+                    && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
+                {
+                    i += 1;
+                }
+                out.push(Token::Ident(chars[start..i].iter().collect()));
+            }
+            other => {
+                return Err(err(format!(
+                    "unexpected character `{other}` at position {i}"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn keyword(&mut self, word: &str) -> bool {
+        match self.peek() {
+            Some(Token::Ident(s)) if s.eq_ignore_ascii_case(word) => {
+                self.pos += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn expect(&mut self, want: Token, what: &str) -> Result<()> {
+        match self.next() {
+            Some(t) if t == want => Ok(()),
+            Some(t) => Err(Error::config(KEY, format!("expected {what}, found {t}"))),
+            None => Err(Error::config(
+                KEY,
+                format!("expected {what}, found the end of the filter"),
+            )),
+        }
+    }
+
+    fn or(&mut self) -> Result<Expr> {
+        let mut left = self.and()?;
+        while self.keyword("OR") {
+            left = Expr::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr> {
+        let mut left = self.not()?;
+        while self.keyword("AND") {
+            left = Expr::And(Box::new(left), Box::new(self.not()?));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr> {
+        if self.keyword("NOT") {
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.predicate()
+    }
+
+    fn predicate(&mut self) -> Result<Expr> {
+        if self.peek() == Some(&Token::LParen) {
+            self.pos += 1;
+            let e = self.or()?;
+            self.expect(Token::RParen, "`)`")?;
+            return Ok(e);
+        }
+        let left = self.operand()?;
+        let column = |o: &Operand, what: &str| match o {
+            Operand::Column(c) => Ok(c.clone()),
+            Operand::Literal(l) => Err(Error::config(
+                KEY,
+                format!("{what} needs a column on its left, found {l}"),
+            )),
+        };
+        if self.keyword("IS") {
+            let negated = self.keyword("NOT");
+            if !self.keyword("NULL") {
+                return Err(Error::config(KEY, "expected NULL after IS [NOT]"));
+            }
+            return Ok(Expr::IsNull {
+                column: column(&left, "IS NULL")?,
+                negated,
+            });
+        }
+        let negated_in = self.keyword("NOT");
+        if self.keyword("IN") {
+            self.expect(Token::LParen, "`(` after IN")?;
+            let mut list = Vec::new();
+            loop {
+                match self.operand()? {
+                    Operand::Literal(l) => list.push(l),
+                    Operand::Column(c) => {
+                        return Err(Error::config(
+                            KEY,
+                            format!("IN (...) takes literals, found column `{c}`"),
+                        ))
+                    }
+                }
+                match self.next() {
+                    Some(Token::Comma) => continue,
+                    Some(Token::RParen) => break,
+                    other => {
+                        return Err(Error::config(
+                            KEY,
+                            format!(
+                                "expected `,` or `)` in IN (...), found {}",
+                                other.map_or("the end of the filter".into(), |t| t.to_string())
+                            ),
+                        ))
+                    }
+                }
+            }
+            return Ok(Expr::In {
+                column: column(&left, "IN")?,
+                list,
+                negated: negated_in,
+            });
+        }
+        if negated_in {
+            return Err(Error::config(KEY, "expected IN after NOT"));
+        }
+        if let Some(Token::Op(op)) = self.peek().cloned() {
+            self.pos += 1;
+            let op = match op {
+                "=" => CmpOp::Eq,
+                "<>" => CmpOp::Ne,
+                "<" => CmpOp::Lt,
+                "<=" => CmpOp::Le,
+                ">" => CmpOp::Gt,
+                _ => CmpOp::Ge,
+            };
+            let right = self.operand()?;
+            return Ok(Expr::Cmp(left, op, right));
+        }
+        match left {
+            Operand::Column(c) => Ok(Expr::Column(c)),
+            Operand::Literal(l) => Err(Error::config(
+                KEY,
+                format!("{l} on its own is not a condition"),
+            )),
+        }
+    }
+
+    fn operand(&mut self) -> Result<Operand> {
+        let typed = |p: &mut Parser, make: fn(String) -> Literal, kw: &str| match p.next() {
+            Some(Token::Text(t)) => Ok(Operand::Literal(make(t))),
+            _ => Err(Error::config(
+                KEY,
+                format!("{kw} must be followed by a quoted value, as in {kw} '2024-01-31'"),
+            )),
+        };
+        match self.next() {
+            Some(Token::Number(n)) => Ok(Operand::Literal(Literal::Number(n))),
+            Some(Token::Text(t)) => Ok(Operand::Literal(Literal::Text(t))),
+            Some(Token::Quoted(c)) => Ok(Operand::Column(c)),
+            Some(Token::Ident(w)) => match w.to_ascii_uppercase().as_str() {
+                "TRUE" => Ok(Operand::Literal(Literal::Bool(true))),
+                "FALSE" => Ok(Operand::Literal(Literal::Bool(false))),
+                "DATE" if matches!(self.peek(), Some(Token::Text(_))) => {
+                    typed(self, Literal::Date, "DATE")
+                }
+                "TIMESTAMP" | "TIMESTAMPTZ" if matches!(self.peek(), Some(Token::Text(_))) => {
+                    typed(self, Literal::Timestamp, "TIMESTAMP")
+                }
+                "NULL" => Err(Error::config(
+                    KEY,
+                    "NULL is never equal to anything: use `column IS NULL` or `IS NOT NULL`",
+                )),
+                "AND" | "OR" | "NOT" | "IN" | "IS" => Err(Error::config(
+                    KEY,
+                    format!("expected a column or a value, found {}", w.to_ascii_uppercase()),
+                )),
+                // Unquoted names fold to lower case, as in SQL.
+                _ => Ok(Operand::Column(w.to_lowercase())),
+            },
+            Some(t) => Err(Error::config(
+                KEY,
+                format!("expected a column or a value, found {t}"),
+            )),
+            None => Err(Error::config(
+                KEY,
+                "expected a column or a value, found the end of the filter",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Date32Array, Decimal128Array, Int32Array, Int64Array};
+    use arrow_schema::Field;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("n", DataType::Int32, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("d", DataType::Date32, true),
+            Field::new("amt", DataType::Decimal128(10, 2), true),
+            Field::new("ok", DataType::Boolean, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])),
+                Arc::new(Int32Array::from(vec![Some(10), None, Some(30), Some(-5), Some(10)])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    Some("it's"),
+                    None,
+                    Some("b"),
+                    Some("a"),
+                ])),
+                Arc::new(Date32Array::from(vec![
+                    Some(19723),
+                    Some(19724),
+                    None,
+                    Some(0),
+                    Some(19800),
+                ])),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(150), Some(-1), None, Some(99999), Some(150)])
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    Some(false),
+                    None,
+                    Some(true),
+                    None,
+                ])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn kept(filter: &str) -> Vec<i64> {
+        let b = batch();
+        let out = Expr::parse(filter)
+            .unwrap()
+            .bind(b.schema().as_ref())
+            .unwrap()
+            .apply(&b)
+            .unwrap();
+        out.column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .values()
+            .to_vec()
+    }
+
+    #[test]
+    fn evaluates_with_three_valued_logic() {
+        assert_eq!(kept("n = 10"), [1, 5]);
+        assert_eq!(kept("n <> 10"), [3, 4]);
+        assert_eq!(kept("NOT (n = 10)"), [3, 4], "NULL stays unknown under NOT");
+        assert_eq!(kept("n = 10 OR n IS NULL"), [1, 2, 5]);
+        assert_eq!(kept("10 < n"), [3]);
+        assert_eq!(kept("s IN ('a', 'it''s')"), [1, 2, 5]);
+        assert_eq!(kept("s NOT IN ('a')"), [2, 4]);
+        assert_eq!(kept("d >= DATE '2024-01-01'"), [1, 2, 5]);
+        assert_eq!(kept("d < '2000-01-01'"), [4]);
+        assert_eq!(kept("amt > 1.2 and amt <= 999.99"), [1, 4, 5]);
+        assert_eq!(kept("amt = -0.01"), [2]);
+        assert_eq!(kept("ok"), [1, 4]);
+        assert_eq!(kept("NOT ok OR ok IS NULL"), [2, 3, 5]);
+        assert_eq!(kept("ok = FALSE"), [2]);
+        assert_eq!(kept("n > id"), [1, 3, 5]);
+        assert_eq!(kept("(n = 10 OR n = 30) AND NOT s = 'a'"), [0i64; 0]);
+        assert_eq!(kept("\"id\" >= 4"), [4, 5]);
+        assert_eq!(kept("n >= -5 AND n < 10.00"), [4]);
+    }
+
+    #[test]
+    fn renders_sql() {
+        let e = Expr::parse("n = 10 AND NOT (s IN ('a','it''s') OR d IS NOT NULL) AND \"Odd\"\"Name\" <> 1.50").unwrap();
+        assert_eq!(
+            e.to_sql().unwrap(),
+            "((\"n\" = 10) AND (NOT ((\"s\" IN ('a', 'it''s')) OR (\"d\" IS NOT NULL)))) AND (\"Odd\"\"Name\" <> 1.50)"
+        );
+        assert_eq!(
+            Expr::parse("Created >= TIMESTAMP '2024-01-01 00:00:00'").unwrap().to_sql().unwrap(),
+            "\"created\" >= TIMESTAMP '2024-01-01 00:00:00'"
+        );
+        assert!(Expr::parse("s = 'a\\b'").unwrap().to_sql().is_err());
+        assert_eq!(
+            Expr::parse("a = 1 AND b = 2 OR c = 3").unwrap().columns(),
+            ["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let b = batch();
+        let err = |f: &str| match Expr::parse(f).and_then(|e| e.bind(b.schema().as_ref())) {
+            Ok(_) => panic!("{f} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err("nope = 1").contains("column `nope` is not in the result"));
+        assert!(err("n = 'x'").contains("column `n` is Int32"));
+        assert!(err("n = 1.5").contains("more decimal places"));
+        assert!(err("n < 1e1").contains("exponent"));
+        assert!(err("amt = 1.005").contains("more decimal places"));
+        assert!(err("d = DATE 'tomorrow'").contains("does not fit"));
+        assert!(err("n").contains("not BOOLEAN"));
+        assert!(err("n = NULL").contains("IS NULL"));
+        assert!(err("n = 1 AND").contains("end of the filter"));
+        assert!(err("(n = 1").contains("expected `)`"));
+        assert!(err("s = 'open").contains("unterminated"));
+        assert!(err("1 = 1").contains("two literals"));
+        assert!(err("s = d").contains("cannot be compared"));
+        assert!(err("n = 1 n").contains("unexpected"));
+        assert!(err("n IN (id)").contains("takes literals"));
+        for e in ["nope = 1", "n = 'x'", "n IN (id)"] {
+            assert!(err(e).starts_with("source.filter: "), "{}", err(e));
+        }
+    }
+}
