@@ -127,16 +127,17 @@ impl CheckpointStore {
     /// Join the job's unfinished generation, or plan a new one with `plan`
     /// when the last one is complete (or there is none). Only one worker
     /// plans; the others wait for it. Returns the generation, and whether
-    /// it was already running (a resumed run).
+    /// it was already running (a resumed run), and the staged parts the
+    /// plan listed (partition `lo` is an index into them).
     pub async fn begin<F, Fut>(
         &self,
         config_hash: &str,
         restart: bool,
         plan: F,
-    ) -> Result<(i64, bool)>
+    ) -> Result<(i64, bool, Vec<String>)>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Vec<Range>>>,
+        Fut: std::future::Future<Output = Result<(Vec<Range>, Vec<String>)>>,
     {
         let id = self.job_id();
         if restart {
@@ -181,7 +182,16 @@ impl CheckpointStore {
                             ),
                         ));
                     }
-                    return Ok((generation, true));
+                    let parts = current
+                        .as_ref()
+                        .and_then(|d| d.get_array("parts").ok())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|b| b.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Ok((generation, true, parts));
                 }
                 "planning" => {
                     let since = current
@@ -226,7 +236,7 @@ impl CheckpointStore {
                 Some(p) => p().await,
                 None => unreachable!("planning happens once"),
             };
-            let ranges = match ranges {
+            let (ranges, parts) = match ranges {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = self
@@ -252,16 +262,19 @@ impl CheckpointStore {
                 .delete_many(doc! {"job": &self.job, "kind": "partition"})
                 .await
                 .map_err(db_err)?;
-            self.coll.insert_many(docs).await.map_err(db_err)?;
+            if !docs.is_empty() {
+                self.coll.insert_many(docs).await.map_err(db_err)?;
+            }
             self.coll
                 .update_one(
                     doc! {"_id": &id},
                     doc! {"$set": {"state": "running", "generation": next, "config_hash": config_hash,
-                                   "partitions": ranges.len() as i64, "started": DateTime::now()}},
+                                   "partitions": ranges.len() as i64, "started": DateTime::now(),
+                                   "parts": &parts}},
                 )
                 .await
                 .map_err(db_err)?;
-            return Ok((next, false));
+            return Ok((next, false, parts));
         }
     }
 

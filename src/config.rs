@@ -93,11 +93,28 @@ pub struct SourceConfig {
     /// `sslmode` is `disable`, `prefer` (default) or `require`; with TLS the
     /// server certificate is verified against the public web roots.
     /// Use `${PGPASSWORD}`-style references for the password.
+    /// Not needed when `staging.mode = "existing"`.
+    #[serde(default)]
     pub url: String,
     /// The SELECT whose result is transferred. Runs inside a read
     /// transaction; rows are fetched `fetch_rows` at a time through a
-    /// row-limited portal, never all at once.
+    /// row-limited portal, never all at once. Not needed when
+    /// `staging.mode = "existing"`.
+    #[serde(default)]
     pub query: String,
+    /// Rows to keep, as a SQL-like condition on the result's columns:
+    /// comparisons (`=`, `<>`, `<`, `<=`, `>`, `>=`), `AND`, `OR`, `NOT`,
+    /// `IN (...)`, `IS [NOT] NULL`, with numbers, `'text'`, `TRUE`/`FALSE`,
+    /// `DATE '2024-01-31'` and `TIMESTAMP '2024-01-31 12:00:00'`. Pushed into
+    /// the query sent to Redshift/PostgreSQL (and into the UNLOAD); evaluated
+    /// on the Arrow batches of staged Parquet parts.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Bulk path: UNLOAD the query to Parquet parts on S3 and read the parts
+    /// back (each part a checkpointed partition), or read parts that are
+    /// already there.
+    #[serde(default)]
+    pub staging: Option<StagingConfig>,
     /// `statement_timeout` for the source session, in milliseconds (Redshift
     /// and PostgreSQL cancel a statement that runs longer; shiftload retries
     /// the partition and cuts it in half after two timeouts).
@@ -107,6 +124,58 @@ pub struct SourceConfig {
     /// earlier when its rows reach the memory budget's batch share).
     #[serde(default = "default_fetch_rows")]
     pub fetch_rows: u32,
+}
+
+/// Where staged Parquet parts live, and who writes them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StagingConfig {
+    /// `s3://bucket/prefix/`. With `mode = "unload"` each run unloads under
+    /// `<prefix>/<job>/<run id>/`; with `mode = "existing"` every object
+    /// under the prefix is a Parquet part to read.
+    pub location: String,
+    /// Who writes the parts.
+    #[serde(default)]
+    pub mode: StagingMode,
+    /// IAM role Redshift assumes to write to the bucket
+    /// (`arn:aws:iam::123456789012:role/...`); needed by `mode = "unload"`.
+    #[serde(default)]
+    pub iam_role: Option<String>,
+    /// The bucket's region (default: `AWS_REGION`/`AWS_DEFAULT_REGION`, then
+    /// `us-east-1`). Credentials come from the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`),
+    /// never from the job file.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// An S3-compatible endpoint instead of AWS (`http://127.0.0.1:9000`);
+    /// default `AWS_ENDPOINT_URL` when set.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// UNLOAD's `MAXFILESIZE`: the largest part, hence the largest unit of
+    /// work redone after a crash.
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: crate::memory::ByteSize,
+    /// Keep the unloaded parts after the run completes (default: delete
+    /// them). Parts of `mode = "existing"` are never deleted.
+    #[serde(default)]
+    pub keep: bool,
+}
+
+/// Who writes the staged parts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StagingMode {
+    /// shiftload runs `UNLOAD ... FORMAT PARQUET` on Redshift, then reads the
+    /// parts.
+    #[default]
+    Unload,
+    /// The parts are already under `location` (an earlier UNLOAD, another
+    /// tool); `source.url` and `source.query` are not used.
+    Existing,
+}
+
+fn default_max_file_size() -> crate::memory::ByteSize {
+    crate::memory::ByteSize(256 << 20)
 }
 
 /// The MongoDB collection to fill.
@@ -304,6 +373,18 @@ impl JobConfig {
     }
 
     fn expand_env(&mut self) -> std::result::Result<(), String> {
+        if let Some(st) = &mut self.source.staging {
+            st.location = expand(&st.location, "source.staging.location")?;
+            for (key, value) in [
+                ("source.staging.iam_role", &mut st.iam_role),
+                ("source.staging.endpoint", &mut st.endpoint),
+                ("source.staging.region", &mut st.region),
+            ] {
+                if let Some(v) = value {
+                    *v = expand(v, key)?;
+                }
+            }
+        }
         let fields: [(&str, &mut String); 5] = [
             ("source.url", &mut self.source.url),
             ("source.query", &mut self.source.query),
@@ -318,9 +399,47 @@ impl JobConfig {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        let existing = self
+            .source
+            .staging
+            .as_ref()
+            .is_some_and(|s| s.mode == StagingMode::Existing);
+        let sql: &[(&str, &String)] = if existing {
+            &[]
+        } else {
+            &[
+                ("source.url", &self.source.url),
+                ("source.query", &self.source.query),
+            ]
+        };
+        for (key, value) in sql {
+            if value.trim().is_empty() {
+                return Err(format!("`{key}` is missing or empty"));
+            }
+        }
+        if let Some(filter) = &self.source.filter {
+            crate::filter::Expr::parse(filter).map_err(|e| e.to_string())?;
+        }
+        if let Some(st) = &self.source.staging {
+            if !st.location.starts_with("s3://") {
+                return Err(format!(
+                    "`source.staging.location` {:?} must be an s3://bucket/prefix/ URL",
+                    st.location
+                ));
+            }
+            if st.mode == StagingMode::Unload && st.iam_role.as_deref().is_none_or(str::is_empty) {
+                return Err("`source.staging.iam_role` is needed to UNLOAD (the role Redshift assumes \
+                            to write to the bucket); or set `source.staging.mode = \"existing\"` to read \
+                            parts already there"
+                    .into());
+            }
+            if self.partition.is_some() {
+                return Err("`partition` and `source.staging` cannot be combined: staged parts are \
+                            the partitions"
+                    .into());
+            }
+        }
         let nonempty = [
-            ("source.url", &self.source.url),
-            ("source.query", &self.source.query),
             ("target.uri", &self.target.uri),
             ("target.database", &self.target.database),
             ("target.collection", &self.target.collection),
@@ -395,6 +514,32 @@ impl JobConfig {
     }
 }
 
+impl MappingConfig {
+    /// The result columns the mapping writes (`_id` key columns, then the
+    /// included ones), in result order: what a source needs to fetch.
+    pub fn columns_used(&self, all: &[String]) -> Vec<String> {
+        all.iter()
+            .filter(|c| {
+                self.id.contains(c)
+                    || match &self.include {
+                        Some(list) => list.contains(c),
+                        None => !self.exclude.contains(c),
+                    }
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The mapping for a result narrowed to `columns`: settings about
+    /// columns that were not fetched are dropped.
+    pub fn narrowed_to(&self, columns: &[String]) -> MappingConfig {
+        let mut m = self.clone();
+        m.exclude.retain(|c| columns.contains(c));
+        m.rename.retain(|c, _| columns.contains(c));
+        m
+    }
+}
+
 /// Check a dotted field path for what MongoDB (and compatible servers) reject.
 pub fn check_field_path(path: &str) -> std::result::Result<(), &'static str> {
     for part in path.split('.') {
@@ -453,9 +598,11 @@ pub fn json_schema() -> String {
 /// by the same job.
 pub fn fingerprint(job: &JobConfig) -> String {
     let text = format!(
-        "{}\n{}\n{}.{}\n{:?}\n{:?}",
+        "{}\n{}\n{:?}\n{:?}\n{}.{}\n{:?}\n{:?}",
         job.source.url,
         job.source.query,
+        job.source.filter,
+        job.source.staging,
         job.target.database,
         job.target.collection,
         job.mapping,

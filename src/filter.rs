@@ -32,6 +32,7 @@ use arrow_cast::{cast_with_options, CastOptions};
 use arrow_schema::{DataType, Schema};
 
 use crate::error::{Error, Result};
+use crate::plan::quote_ident;
 
 const KEY: &str = "source.filter";
 
@@ -129,10 +130,6 @@ pub enum Expr {
     Not(Box<Expr>),
 }
 
-/// Quote a column name for SQL (`"name"`, quotes doubled).
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 impl Expr {
     /// Parse a filter expression.
@@ -241,7 +238,7 @@ pub struct Filter {
 
 #[derive(Debug)]
 enum Value {
-    Column(usize, DataType),
+    Column(usize),
     Scalar(Scalar<ArrayRef>),
 }
 
@@ -370,17 +367,17 @@ fn bind(expr: &Expr, schema: &Schema) -> Result<Node> {
                         format!("columns `{x}` ({ti}) and `{y}` ({tj}) cannot be compared"),
                     ));
                 }
-                Node::Cmp(Value::Column(i, ti), *op, Value::Column(j, tj))
+                Node::Cmp(Value::Column(i), *op, Value::Column(j))
             }
             (Operand::Column(c), Operand::Literal(l)) => {
                 let (i, t) = column(c)?;
                 let s = scalar(l, c, &t)?;
-                Node::Cmp(Value::Column(i, t), *op, Value::Scalar(s))
+                Node::Cmp(Value::Column(i), *op, Value::Scalar(s))
             }
             (Operand::Literal(l), Operand::Column(c)) => {
                 let (i, t) = column(c)?;
                 let s = scalar(l, c, &t)?;
-                Node::Cmp(Value::Column(i, t), op.flipped(), Value::Scalar(s))
+                Node::Cmp(Value::Column(i), op.flipped(), Value::Scalar(s))
             }
             (Operand::Literal(x), Operand::Literal(y)) => {
                 return Err(Error::config(
@@ -474,8 +471,8 @@ fn compare(op: CmpOp, l: &dyn Datum, r: &dyn Datum) -> Result<BooleanArray> {
 
 fn eval(node: &Node, batch: &RecordBatch) -> Result<BooleanArray> {
     match node {
-        Node::Cmp(Value::Column(i, _), op, Value::Scalar(s)) => compare(*op, batch.column(*i), s),
-        Node::Cmp(Value::Column(i, _), op, Value::Column(j, _)) => {
+        Node::Cmp(Value::Column(i), op, Value::Scalar(s)) => compare(*op, batch.column(*i), s),
+        Node::Cmp(Value::Column(i), op, Value::Column(j)) => {
             let (a, b) = common(batch.column(*i), batch.column(*j))?;
             compare(*op, &a, &b)
         }

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{patient, CheckpointStore, Claim, PartitionStats, DONE, FAILED};
-use crate::config::{fingerprint, JobConfig};
+use crate::config::{fingerprint, JobConfig, StagingMode};
 use crate::deadletter::DeadLetter;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
@@ -30,7 +30,8 @@ use crate::memory::{BatchPermit, Budget, ByteSize};
 use crate::plan::{self, KeyType, Range};
 use crate::retry::{classify, with_retries, Action};
 use crate::sink::{MongoSink, Target, WriteStats};
-use crate::source::{PgSource, SourceBatch};
+use crate::filter::Expr;
+use crate::source::{ParquetSource, PgSource, Source, SourceBatch, Staging};
 use arrow_schema::{DataType, SchemaRef};
 
 /// Progress so far, reported after each batch is handed to the sink.
@@ -159,14 +160,38 @@ pub struct Plan {
 
 /// Ask the source for the key's range and cut the job into partitions.
 pub async fn plan(job: &JobConfig) -> Result<Plan> {
-    let schema = PgSource::describe(&job.source, &job.source.query).await?;
+    let staging = staging_of(job)?;
+    let schema = describe(job, staging.as_ref()).await?;
     Encoder::new(&schema, &job.mapping)?;
+    let (job, schema) = &pushed_down(job, &schema)?;
     let key = key_type(job, &schema)?;
-    let (min, max, rows, ranges) = compute_ranges(job, &key).await?;
-    let partitions = ranges
-        .iter()
-        .map(|r| (*r, partition_sql(job, &key, r)))
-        .collect();
+    let (min, max, rows, partitions) = match (&staging, &job.source.staging) {
+        (Some(staging), Some(cfg)) if cfg.mode == StagingMode::Existing => {
+            let parts = staging.parts("").await?;
+            let partitions = part_ranges(parts.len())
+                .into_iter()
+                .zip(parts)
+                .map(|(r, p)| (r, format!("Parquet part s3://{}/{p}", staging_bucket(cfg))))
+                .collect();
+            (None, None, None, partitions)
+        }
+        (Some(staging), Some(_)) => {
+            let sql = unload_statement(job, staging, "<run id>");
+            let note = format!(
+                "{sql}\n  then each Parquet part under {} is one partition",
+                staging.url(&format!("{}/<run id>", job_name(job)))
+            );
+            (None, None, None, vec![(Range::ALL, note)])
+        }
+        _ => {
+            let (min, max, rows, ranges) = compute_ranges(job, &key).await?;
+            let partitions = ranges
+                .iter()
+                .map(|r| (*r, partition_sql(job, &key, r)))
+                .collect();
+            (min, max, rows, partitions)
+        }
+    };
     Ok(Plan {
         key,
         min,
@@ -175,6 +200,109 @@ pub async fn plan(job: &JobConfig) -> Result<Plan> {
         partitions,
         memory_budget: budget_for(job).total(),
     })
+}
+
+fn job_name(job: &JobConfig) -> String {
+    job.name.clone().unwrap_or_else(|| "job".into())
+}
+
+fn staging_bucket(cfg: &crate::config::StagingConfig) -> &str {
+    let rest = cfg.location.strip_prefix("s3://").unwrap_or(&cfg.location);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+fn staging_of(job: &JobConfig) -> Result<Option<Staging>> {
+    job.source.staging.as_ref().map(Staging::new).transpose()
+}
+
+/// One partition per staged part: partition `lo` is the part's index.
+fn part_ranges(parts: usize) -> Vec<Range> {
+    (0..parts as i64)
+        .map(|i| Range {
+            lo: i,
+            hi: i + 1,
+            null: false,
+        })
+        .collect()
+}
+
+fn unload_statement(job: &JobConfig, staging: &Staging, run: &str) -> String {
+    let cfg = job.source.staging.as_ref().expect("staging job");
+    crate::source::parquet::unload_sql(
+        &job.source.query,
+        &staging.url(&format!("{}/{run}", job_name(job))),
+        cfg.iam_role.as_deref().unwrap_or_default(),
+        cfg.max_file_size.0,
+    )
+}
+
+/// The schema of the job's result: described by Redshift/PostgreSQL, or
+/// read from the first staged part's footer. The filter is checked
+/// against it.
+async fn describe(job: &JobConfig, staging: Option<&Staging>) -> Result<SchemaRef> {
+    let schema = match (staging, &job.source.staging) {
+        (Some(staging), Some(cfg)) if cfg.mode == StagingMode::Existing => {
+            let parts = staging.parts("").await?;
+            let Some(first) = parts.first() else {
+                return Err(Error::config(
+                    "source.staging.location",
+                    format!("no Parquet parts under {}", cfg.location),
+                ));
+            };
+            staging.schema(first).await?
+        }
+        _ => {
+            with_retries(&job.retry, "describe the query", || {
+                PgSource::describe(&job.source, &job.source.query)
+            })
+            .await?
+        }
+    };
+    if let Some(f) = &job.source.filter {
+        Expr::parse(f)?.bind(&schema)?;
+    }
+    Ok(schema)
+}
+
+/// The job as its source runs it. For a query (and the UNLOAD of one):
+/// the filter and the projection (the columns the mapping writes, and the
+/// partition key) pushed into the SQL text, so that Redshift reads and
+/// sends only those. Staged parts that exist already keep the job's query
+/// empty; their reader projects and filters on its own. The mapping is
+/// narrowed to the columns fetched, and the returned schema is theirs.
+fn pushed_down(job: &JobConfig, schema: &SchemaRef) -> Result<(JobConfig, SchemaRef)> {
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let used = job.mapping.columns_used(&names);
+    let key = job.partition.as_ref().map(|p| p.column.as_str());
+    let fetched: Vec<String> = names
+        .iter()
+        .filter(|n| used.contains(n) || key == Some(n.as_str()))
+        .cloned()
+        .collect();
+    let mut out = job.clone();
+    let existing = job
+        .source
+        .staging
+        .as_ref()
+        .is_some_and(|s| s.mode == StagingMode::Existing);
+    if !existing {
+        let predicate = match &job.source.filter {
+            Some(f) => Some(Expr::parse(f)?.to_sql()?),
+            None => None,
+        };
+        let projection = (fetched.len() < names.len()).then_some(fetched.as_slice());
+        out.source.query =
+            plan::pushdown_sql(&job.source.query, projection, predicate.as_deref());
+    }
+    out.mapping = job.mapping.narrowed_to(&fetched);
+    let indices: Vec<usize> = fetched
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .collect();
+    let projected = schema
+        .project(&indices)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok((out, Arc::new(projected)))
 }
 
 type Ranges = (Option<i64>, Option<i64>, Option<u64>, Vec<Range>);
@@ -225,6 +353,19 @@ struct Context {
     counters: Counters,
     on_progress: ProgressFn,
     dead_letter: Option<Arc<DeadLetter>>,
+    /// The staged parts, when the job reads Parquet parts.
+    staging: Option<Staging>,
+    parts: Vec<String>,
+    /// Columns read from a part, and the filter evaluated on its batches
+    /// (staged parts that were not unloaded with the filter pushed in).
+    read_columns: Vec<String>,
+    read_filter: Option<Expr>,
+}
+
+/// What one partition reads.
+enum Work {
+    Sql(String),
+    Part(String),
 }
 
 #[derive(Default)]
@@ -266,10 +407,8 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
     let budget = budget_for(job);
     // The target first: a bad MongoDB URI should not cost a Redshift query.
     let target = Target::connect(&job.target).await?;
-    let schema = with_retries(&job.retry, "describe the query", || {
-        PgSource::describe(&job.source, &job.source.query)
-    })
-    .await?;
+    let staging = staging_of(job)?;
+    let schema = describe(job, staging.as_ref()).await?;
     let encoder = Encoder::new(&schema, &job.mapping)?;
     if !target.limits.decimal128 {
         if let Some(column) = encoder.decimal128_column(&schema) {
@@ -282,8 +421,11 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
             ));
         }
     }
-    let key = key_type(job, &schema)?;
-    let name = job.name.clone().unwrap_or_else(|| "job".into());
+    let config_hash = fingerprint(job);
+    let (job, schema) = &pushed_down(job, &schema)?;
+    let key = key_type(job, schema)?;
+    let name = job_name(job);
+    let mode = job.source.staging.as_ref().map(|s| s.mode);
     let owner = format!(
         "{}:{}:{:x}",
         hostname(),
@@ -303,15 +445,34 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
     );
     let bounds = Arc::new(std::sync::Mutex::new((i64::MIN, i64::MAX)));
     let planned = bounds.clone();
-    let (generation, resumed) = store
-        .begin(&fingerprint(job), options.restart, || async {
+    let (generation, resumed, parts) = store
+        .begin(&config_hash, options.restart, || async {
+            if let Some(staging) = &staging {
+                let sub = if mode == Some(StagingMode::Unload) {
+                    let run = format!("{}", bson::DateTime::now().timestamp_millis());
+                    let sql = unload_statement(job, staging, &run);
+                    tracing::info!(to = %staging.url(&format!("{name}/{run}")), "unloading");
+                    with_retries(&job.retry, "unload the query", || {
+                        PgSource::query_row(&job.source, &sql)
+                    })
+                    .await?;
+                    format!("{name}/{run}")
+                } else {
+                    String::new()
+                };
+                let parts = with_retries(&job.retry, "list the staged parts", || {
+                    staging.parts(&sub)
+                })
+                .await?;
+                return Ok((part_ranges(parts.len()), parts));
+            }
             let (min, max, _, ranges) = with_retries(&job.retry, "plan the partitions", || {
                 compute_ranges(job, &key)
             })
             .await?;
             *planned.lock().expect("not poisoned") =
                 (min.unwrap_or(i64::MIN), max.unwrap_or(i64::MAX));
-            Ok(ranges)
+            Ok((ranges, Vec::new()))
         })
         .await?;
     if resumed && job.mapping.id.is_empty() {
@@ -341,6 +502,13 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
         counters: Counters::default(),
         on_progress: options.on_progress.clone(),
         dead_letter,
+        read_columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        read_filter: match (&job.source.filter, mode) {
+            (Some(f), Some(StagingMode::Existing)) => Some(Expr::parse(f)?),
+            _ => None,
+        },
+        staging,
+        parts,
     });
     tracing::info!(job = %name, generation, resumed, "run started");
 
@@ -408,6 +576,13 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
         return Err(e);
     }
     let complete = patient(|| store.complete_if_done(generation)).await?;
+    if let (true, Some(staging), Some(cfg)) = (complete, &ctx.staging, &job.source.staging) {
+        if cfg.mode == StagingMode::Unload && !cfg.keep {
+            if let Err(e) = staging.delete(&ctx.parts).await {
+                tracing::warn!(error = %e, "the unloaded parts could not all be deleted");
+            }
+        }
+    }
     let status = patient(|| store.status()).await?;
     let (total, done, failed) = status.as_ref().map_or((0, 0, 0), |s| {
         (s.partitions.len(), s.count(DONE), s.count(FAILED))
@@ -463,7 +638,18 @@ fn record(
 
 /// Transfer one claimed partition, with retries.
 async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
-    let sql = partition_sql(&ctx.job, &ctx.key, &claim.range);
+    let work = match &ctx.staging {
+        Some(_) => match ctx.parts.get(claim.range.lo as usize) {
+            Some(part) => Work::Part(part.clone()),
+            None => {
+                return PartitionEnd::Stop(Error::Internal(format!(
+                    "partition {} names no staged part",
+                    claim.id
+                )))
+            }
+        },
+        None => Work::Sql(partition_sql(&ctx.job, &ctx.key, &claim.range)),
+    };
     let mut delays = ctx.job.retry.delays();
     let mut timeouts = claim.timeouts;
     let heartbeat = {
@@ -486,7 +672,7 @@ async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let _stop_heartbeat = AbortOnDrop(heartbeat);
     loop {
         let started = Instant::now();
-        let (result, writes) = transfer(ctx, &sql, &claim.id).await;
+        let (result, writes) = transfer(ctx, &work, &claim.id).await;
         let outcome = match result {
             Ok(rows) if !ctx.cancel.is_cancelled() => {
                 let stats = PartitionStats {
@@ -582,10 +768,10 @@ impl Drop for AbortOnDrop {
 /// One attempt at a partition: read, encode, write, and wait for every
 /// write. Returns the rows read (stopping early when cancelled) and what
 /// was written, also when it fails (those writes stay written).
-async fn transfer(ctx: &Context, sql: &str, partition: &str) -> (Result<u64>, WriteStats) {
+async fn transfer(ctx: &Context, work: &Work, partition: &str) -> (Result<u64>, WriteStats) {
     let mut sink = MongoSink::new(&ctx.target, &ctx.job.target, &ctx.budget)
         .with_dead_letter(ctx.dead_letter.clone().map(|d| (d, partition.to_string())));
-    let pumped = pump(ctx, sql, partition, &mut sink).await;
+    let pumped = pump(ctx, work, partition, &mut sink).await;
     // Whatever stopped the pump, the writes already handed to the sink are
     // awaited: nothing fetched and encoded before a failure is thrown away.
     let finished = sink.finish().await;
@@ -596,9 +782,25 @@ async fn transfer(ctx: &Context, sql: &str, partition: &str) -> (Result<u64>, Wr
     }
 }
 
-async fn pump(ctx: &Context, sql: &str, partition: &str, sink: &mut MongoSink) -> Result<u64> {
+async fn pump(ctx: &Context, work: &Work, partition: &str, sink: &mut MongoSink) -> Result<u64> {
     let lenient = ctx.dead_letter.is_some();
-    let mut source = PgSource::open(&ctx.job.source, sql, &ctx.budget, lenient).await?;
+    let mut source = match (work, &ctx.staging) {
+        (Work::Part(part), Some(staging)) => Source::Parquet(
+            ParquetSource::open(
+                staging,
+                part,
+                &ctx.read_columns,
+                ctx.read_filter.as_ref(),
+                &ctx.budget,
+                ctx.job.source.fetch_rows as usize,
+            )
+            .await?,
+        ),
+        (Work::Sql(sql), _) => {
+            Source::Pg(PgSource::open(&ctx.job.source, sql, &ctx.budget, lenient).await?)
+        }
+        (Work::Part(_), None) => return Err(Error::Internal("a part without staging".into())),
+    };
     let encoder = Arc::new(
         Encoder::new(&source.schema(), &ctx.job.mapping)?
             .with_dead_letter(lenient)
@@ -671,6 +873,14 @@ pub struct DrainSummary {
 pub async fn drain(job: &JobConfig, stage: Stage) -> Result<DrainSummary> {
     let started = Instant::now();
     let budget = budget_for(job);
+    if job.source.staging.is_some() {
+        return Err(Error::config(
+            "source.staging",
+            "`shiftload bench` measures the query path; remove [source.staging] to measure it",
+        ));
+    }
+    let schema = describe(job, None).await?;
+    let (job, _) = &pushed_down(job, &schema)?;
     let mut source = PgSource::open(&job.source, &job.source.query, &budget, false).await?;
     let encoder = match stage {
         Stage::Encode => Some(Arc::new(Encoder::new(&source.schema(), &job.mapping)?)),

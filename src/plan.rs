@@ -263,7 +263,29 @@ pub fn ranges(
     Ok(out)
 }
 
-fn trim_query(q: &str) -> &str {
+/// The job's query with a projection (`columns`) and a filter (a SQL
+/// predicate) pushed in, so that Redshift reads and sends only those.
+/// The query is kept on lines of its own: a trailing `--` comment cannot
+/// swallow what follows.
+pub fn pushdown_sql(query: &str, columns: Option<&[String]>, predicate: Option<&str>) -> String {
+    if columns.is_none() && predicate.is_none() {
+        return trim_query(query).to_string();
+    }
+    let select = columns.map_or("*".to_string(), |cs| {
+        cs.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+    });
+    let mut sql = format!(
+        "SELECT {select} FROM (\n{}\n) AS shiftload_src",
+        trim_query(query)
+    );
+    if let Some(p) = predicate {
+        sql.push_str(" WHERE ");
+        sql.push_str(p);
+    }
+    sql
+}
+
+pub(crate) fn trim_query(q: &str) -> &str {
     q.trim().trim_end_matches(';').trim_end()
 }
 
