@@ -434,9 +434,11 @@ impl JobConfig {
                     .into());
             }
             if self.partition.is_some() {
-                return Err("`partition` and `source.staging` cannot be combined: staged parts are \
+                return Err(
+                    "`partition` and `source.staging` cannot be combined: staged parts are \
                             the partitions"
-                    .into());
+                        .into(),
+                );
             }
         }
         let nonempty = [

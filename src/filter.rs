@@ -117,7 +117,10 @@ pub enum Operand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
     Cmp(Operand, CmpOp, Operand),
-    IsNull { column: String, negated: bool },
+    IsNull {
+        column: String,
+        negated: bool,
+    },
     In {
         column: String,
         list: Vec<Literal>,
@@ -129,7 +132,6 @@ pub enum Expr {
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
 }
-
 
 impl Expr {
     /// Parse a filter expression.
@@ -222,9 +224,22 @@ impl Expr {
     /// Check the expression against a schema and prepare its literals as
     /// Arrow scalars of their columns' types.
     pub fn bind(&self, schema: &Schema) -> Result<Filter> {
+        let padded = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                f.metadata()
+                    .get(crate::source::pgtypes::KIND_KEY)
+                    .map(String::as_str)
+                    == Some("char")
+            })
+            .map(|(i, _)| i)
+            .collect();
         Ok(Filter {
             node: bind(self, schema)?,
             columns: self.columns(),
+            padded,
         })
     }
 }
@@ -234,6 +249,9 @@ impl Expr {
 pub struct Filter {
     node: Node,
     columns: Vec<String>,
+    /// CHAR(n) columns: compared without their trailing blanks, as SQL
+    /// compares them.
+    padded: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -287,20 +305,28 @@ fn is_numeric(t: &DataType) -> bool {
 }
 
 /// A literal as a one-value array of `column`'s type.
-fn scalar(lit: &Literal, column: &str, data_type: &DataType) -> Result<Scalar<ArrayRef>> {
+fn scalar(
+    lit: &Literal,
+    column: &str,
+    data_type: &DataType,
+    padded: bool,
+) -> Result<Scalar<ArrayRef>> {
     let mismatch = || {
         Error::config(
             KEY,
-            format!("column `{column}` is {data_type}; the literal {lit} is not a value of that type"),
+            format!(
+                "column `{column}` is {data_type}; the literal {lit} is not a value of that type"
+            ),
         )
     };
     let fits = match (lit, data_type) {
         (Literal::Number(_), t) => is_numeric(t),
         (Literal::Text(_), DataType::Utf8 | DataType::LargeUtf8) => true,
         (Literal::Text(_) | Literal::Date(_), DataType::Date32) => true,
-        (Literal::Text(_) | Literal::Timestamp(_) | Literal::Date(_), DataType::Timestamp(_, _)) => {
-            true
-        }
+        (
+            Literal::Text(_) | Literal::Timestamp(_) | Literal::Date(_),
+            DataType::Timestamp(_, _),
+        ) => true,
         (Literal::Bool(_), DataType::Boolean) => true,
         _ => false,
     };
@@ -308,11 +334,16 @@ fn scalar(lit: &Literal, column: &str, data_type: &DataType) -> Result<Scalar<Ar
         return Err(mismatch());
     }
     let mut text = lit.text();
+    if padded {
+        text = text.trim_end_matches(' ').to_string();
+    }
     if let (Literal::Number(n), t) = (lit, data_type) {
         if n.contains(['e', 'E']) && !matches!(t, DataType::Float32 | DataType::Float64) {
             return Err(Error::config(
                 KEY,
-                format!("column `{column}` is {data_type}; write the literal {n} without an exponent"),
+                format!(
+                    "column `{column}` is {data_type}; write the literal {n} without an exponent"
+                ),
             ));
         }
         let fraction = n
@@ -341,12 +372,28 @@ fn scalar(lit: &Literal, column: &str, data_type: &DataType) -> Result<Scalar<Ar
         safe: false,
         ..Default::default()
     };
-    let array = cast_with_options(&source, data_type, &options).map_err(|e| {
+    let fail = |e: arrow_schema::ArrowError| {
         Error::config(
             KEY,
             format!("column `{column}` is {data_type}; the literal {lit} does not fit it: {e}"),
         )
-    })?;
+    };
+    let array = match data_type {
+        // Parsed as a UTC instant (an offset in the text is applied), then
+        // labelled with the column's zone: timestamps are instants either way.
+        DataType::Timestamp(unit, Some(_)) => {
+            let utc = cast_with_options(&source, &DataType::Timestamp(*unit, None), &options)
+                .map_err(fail)?;
+            let data = utc
+                .to_data()
+                .into_builder()
+                .data_type(data_type.clone())
+                .build()
+                .map_err(fail)?;
+            arrow_array::make_array(data)
+        }
+        _ => cast_with_options(&source, data_type, &options).map_err(fail)?,
+    };
     Ok(Scalar::new(array))
 }
 
@@ -354,6 +401,15 @@ fn bind(expr: &Expr, schema: &Schema) -> Result<Node> {
     let column = |name: &str| -> Result<(usize, DataType)> {
         let i = column_index(schema, name)?;
         Ok((i, schema.field(i).data_type().clone()))
+    };
+    let scalar = |l: &Literal, c: &str, t: &DataType| {
+        let padded = schema.field_with_name(c).is_ok_and(|f| {
+            f.metadata()
+                .get(crate::source::pgtypes::KIND_KEY)
+                .map(String::as_str)
+                == Some("char")
+        });
+        scalar(l, c, t, padded)
     };
     Ok(match expr {
         Expr::Cmp(a, op, b) => match (a, b) {
@@ -428,7 +484,13 @@ impl Filter {
     /// Which rows of `batch` the filter keeps (`true`), unknown counted as
     /// not kept. `batch` has the schema the filter was bound to.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray> {
-        eval(&self.node, batch)
+        eval(
+            &self.node,
+            &Columns {
+                batch,
+                padded: &self.padded,
+            },
+        )
     }
 
     /// The rows of `batch` the filter keeps.
@@ -469,11 +531,35 @@ fn compare(op: CmpOp, l: &dyn Datum, r: &dyn Datum) -> Result<BooleanArray> {
     .map_err(arrow_err)
 }
 
-fn eval(node: &Node, batch: &RecordBatch) -> Result<BooleanArray> {
+/// A batch's columns as the filter compares them.
+struct Columns<'a> {
+    batch: &'a RecordBatch,
+    padded: &'a [usize],
+}
+
+impl Columns<'_> {
+    fn get(&self, i: usize) -> ArrayRef {
+        let c = self.batch.column(i);
+        if !self.padded.contains(&i) {
+            return c.clone();
+        }
+        match c.as_any().downcast_ref::<StringArray>() {
+            Some(text) => Arc::new(
+                text.iter()
+                    .map(|v| v.map(|v| v.trim_end_matches(' ')))
+                    .collect::<StringArray>(),
+            ),
+            None => c.clone(),
+        }
+    }
+}
+
+fn eval(node: &Node, columns: &Columns) -> Result<BooleanArray> {
+    let batch = columns.batch;
     match node {
-        Node::Cmp(Value::Column(i), op, Value::Scalar(s)) => compare(*op, batch.column(*i), s),
+        Node::Cmp(Value::Column(i), op, Value::Scalar(s)) => compare(*op, &columns.get(*i), s),
         Node::Cmp(Value::Column(i), op, Value::Column(j)) => {
-            let (a, b) = common(batch.column(*i), batch.column(*j))?;
+            let (a, b) = common(&columns.get(*i), &columns.get(*j))?;
             compare(*op, &a, &b)
         }
         Node::Cmp(..) => Err(Error::Internal("filter: a literal on the left".into())),
@@ -482,7 +568,7 @@ fn eval(node: &Node, batch: &RecordBatch) -> Result<BooleanArray> {
             if *negated { is_not_null(c) } else { is_null(c) }.map_err(arrow_err)
         }
         Node::In(i, list, negated) => {
-            let c = batch.column(*i);
+            let c = &columns.get(*i);
             let mut any = BooleanArray::from(vec![false; batch.num_rows()]);
             for s in list {
                 any = or_kleene(&any, &compare(CmpOp::Eq, c, s)?).map_err(arrow_err)?;
@@ -499,9 +585,9 @@ fn eval(node: &Node, batch: &RecordBatch) -> Result<BooleanArray> {
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| Error::Internal("filter: boolean column".into()))?
             .clone()),
-        Node::And(a, b) => and_kleene(&eval(a, batch)?, &eval(b, batch)?).map_err(arrow_err),
-        Node::Or(a, b) => or_kleene(&eval(a, batch)?, &eval(b, batch)?).map_err(arrow_err),
-        Node::Not(a) => not(&eval(a, batch)?).map_err(arrow_err),
+        Node::And(a, b) => and_kleene(&eval(a, columns)?, &eval(b, columns)?).map_err(arrow_err),
+        Node::Or(a, b) => or_kleene(&eval(a, columns)?, &eval(b, columns)?).map_err(arrow_err),
+        Node::Not(a) => not(&eval(a, columns)?).map_err(arrow_err),
     }
 }
 
@@ -601,12 +687,18 @@ fn lex(text: &str) -> Result<Vec<Token>> {
                     _ if c == '>' => ">",
                     _ => return Err(err("`!` must be followed by `=`".into())),
                 };
-                i += if matches!(two.as_str(), "<=" | ">=" | "<>" | "!=") { 2 } else { 1 };
+                i += if matches!(two.as_str(), "<=" | ">=" | "<>" | "!=") {
+                    2
+                } else {
+                    1
+                };
                 out.push(Token::Op(op));
             }
             c if c.is_ascii_digit()
                 || ((c == '-' || c == '+' || c == '.')
-                    && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit() || *d == '.')) =>
+                    && chars
+                        .get(i + 1)
+                        .is_some_and(|d| d.is_ascii_digit() || *d == '.')) =>
             {
                 let start = i;
                 i += 1;
@@ -614,9 +706,9 @@ fn lex(text: &str) -> Result<Vec<Token>> {
                     && (chars[i].is_ascii_digit()
                         || chars[i] == '.'
                         || ((chars[i] == 'e' || chars[i] == 'E')
-                            && chars.get(i + 1).is_some_and(|d| {
-                                d.is_ascii_digit() || *d == '-' || *d == '+'
-                            }))
+                            && chars
+                                .get(i + 1)
+                                .is_some_and(|d| d.is_ascii_digit() || *d == '-' || *d == '+'))
                         || ((chars[i] == '-' || chars[i] == '+')
                             && matches!(chars[i - 1], 'e' | 'E')))
                 {
@@ -819,7 +911,10 @@ impl Parser {
                 )),
                 "AND" | "OR" | "NOT" | "IN" | "IS" => Err(Error::config(
                     KEY,
-                    format!("expected a column or a value, found {}", w.to_ascii_uppercase()),
+                    format!(
+                        "expected a column or a value, found {}",
+                        w.to_ascii_uppercase()
+                    ),
                 )),
                 // Unquoted names fold to lower case, as in SQL.
                 _ => Ok(Operand::Column(w.to_lowercase())),
@@ -855,7 +950,13 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])),
-                Arc::new(Int32Array::from(vec![Some(10), None, Some(30), Some(-5), Some(10)])),
+                Arc::new(Int32Array::from(vec![
+                    Some(10),
+                    None,
+                    Some(30),
+                    Some(-5),
+                    Some(10),
+                ])),
                 Arc::new(StringArray::from(vec![
                     Some("a"),
                     Some("it's"),
@@ -927,13 +1028,19 @@ mod tests {
 
     #[test]
     fn renders_sql() {
-        let e = Expr::parse("n = 10 AND NOT (s IN ('a','it''s') OR d IS NOT NULL) AND \"Odd\"\"Name\" <> 1.50").unwrap();
+        let e = Expr::parse(
+            "n = 10 AND NOT (s IN ('a','it''s') OR d IS NOT NULL) AND \"Odd\"\"Name\" <> 1.50",
+        )
+        .unwrap();
         assert_eq!(
             e.to_sql().unwrap(),
             "((\"n\" = 10) AND (NOT ((\"s\" IN ('a', 'it''s')) OR (\"d\" IS NOT NULL)))) AND (\"Odd\"\"Name\" <> 1.50)"
         );
         assert_eq!(
-            Expr::parse("Created >= TIMESTAMP '2024-01-01 00:00:00'").unwrap().to_sql().unwrap(),
+            Expr::parse("Created >= TIMESTAMP '2024-01-01 00:00:00'")
+                .unwrap()
+                .to_sql()
+                .unwrap(),
             "\"created\" >= TIMESTAMP '2024-01-01 00:00:00'"
         );
         assert!(Expr::parse("s = 'a\\b'").unwrap().to_sql().is_err());

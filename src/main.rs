@@ -267,12 +267,19 @@ fn plan(args: &JobArgs) -> u8 {
                     p.max.map_or("none".into(), |v| v.to_string()),
                     p.rows.map_or("?".into(), group)
                 ),
+                None if job.source.staging.is_some() => {
+                    println!("partition key  none: each staged Parquet part is a partition")
+                }
                 None => println!("partition key  none: the whole query is one partition"),
             }
             println!("partitions     {}", p.partitions.len());
             let key = p.key.as_ref().map(|(_, k)| *k);
             for (i, (range, sql)) in p.partitions.iter().enumerate() {
-                println!("{:>5}  {:<28} {sql}", i + 1, describe_range(range, key));
+                let range = match &job.source.staging {
+                    Some(_) => String::new(),
+                    None => describe_range(range, key),
+                };
+                println!("{:>5}  {range:<28} {sql}", i + 1);
             }
             exit::OK
         }
@@ -342,7 +349,10 @@ fn status(args: &JobArgs) -> u8 {
             for p in &s.partitions {
                 println!(
                     "  {:<28} {:<8} attempts {:<3} rows {:>12} {}{}",
-                    describe_range(&p.range, None),
+                    match &job.source.staging {
+                        Some(_) => format!("part {}", p.range.lo + 1),
+                        None => describe_range(&p.range, None),
+                    },
                     p.state,
                     p.attempts,
                     group(p.rows.max(0) as u64),

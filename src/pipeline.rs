@@ -26,11 +26,11 @@ use crate::config::{fingerprint, JobConfig, StagingMode};
 use crate::deadletter::DeadLetter;
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
+use crate::filter::Expr;
 use crate::memory::{BatchPermit, Budget, ByteSize};
 use crate::plan::{self, KeyType, Range};
 use crate::retry::{classify, with_retries, Action};
 use crate::sink::{MongoSink, Target, WriteStats};
-use crate::filter::Expr;
 use crate::source::{ParquetSource, PgSource, Source, SourceBatch, Staging};
 use arrow_schema::{DataType, SchemaRef};
 
@@ -291,8 +291,7 @@ fn pushed_down(job: &JobConfig, schema: &SchemaRef) -> Result<(JobConfig, Schema
             None => None,
         };
         let projection = (fetched.len() < names.len()).then_some(fetched.as_slice());
-        out.source.query =
-            plan::pushdown_sql(&job.source.query, projection, predicate.as_deref());
+        out.source.query = plan::pushdown_sql(&job.source.query, projection, predicate.as_deref());
     }
     out.mapping = job.mapping.narrowed_to(&fetched);
     let indices: Vec<usize> = fetched
@@ -460,10 +459,9 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
                 } else {
                     String::new()
                 };
-                let parts = with_retries(&job.retry, "list the staged parts", || {
-                    staging.parts(&sub)
-                })
-                .await?;
+                let parts =
+                    with_retries(&job.retry, "list the staged parts", || staging.parts(&sub))
+                        .await?;
                 return Ok((part_ranges(parts.len()), parts));
             }
             let (min, max, _, ranges) = with_retries(&job.retry, "plan the partitions", || {

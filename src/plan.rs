@@ -272,7 +272,10 @@ pub fn pushdown_sql(query: &str, columns: Option<&[String]>, predicate: Option<&
         return trim_query(query).to_string();
     }
     let select = columns.map_or("*".to_string(), |cs| {
-        cs.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+        cs.iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     });
     let mut sql = format!(
         "SELECT {select} FROM (\n{}\n) AS shiftload_src",

@@ -17,16 +17,18 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
 use object_store::{GetOptions, GetRange};
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
-use parquet::arrow::async_reader::{AsyncFileReader, MetadataSuffixFetch, ParquetRecordBatchStream};
+use parquet::arrow::async_reader::{
+    AsyncFileReader, MetadataSuffixFetch, ParquetRecordBatchStream,
+};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -163,10 +165,7 @@ impl Staging {
         Ok(())
     }
 
-    async fn builder(
-        &self,
-        part: &str,
-    ) -> Result<ParquetRecordBatchStreamBuilder<PartReader>> {
+    async fn builder(&self, part: &str) -> Result<ParquetRecordBatchStreamBuilder<PartReader>> {
         let reader = PartReader {
             store: self.store.clone(),
             path: Path::from(part),
@@ -195,15 +194,30 @@ fn external(e: object_store::Error) -> ParquetError {
 }
 
 impl AsyncFileReader for PartReader {
-    fn get_bytes(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move { self.store.get_range(&self.path, range).await.map_err(external) }.boxed()
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(external)
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        async move { self.store.get_ranges(&self.path, &ranges).await.map_err(external) }.boxed()
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        }
+        .boxed()
     }
 
     fn get_metadata<'a>(
@@ -228,7 +242,11 @@ impl MetadataSuffixFetch for &mut PartReader {
             ..Default::default()
         };
         async move {
-            let got = self.store.get_opts(&self.path, options).await.map_err(external)?;
+            let got = self
+                .store
+                .get_opts(&self.path, options)
+                .await
+                .map_err(external)?;
             got.bytes().await.map_err(external)
         }
         .boxed()
@@ -333,7 +351,9 @@ impl ParquetSource {
             let i = file_schema.index_of(name).map_err(|_| {
                 Error::config(
                     "source.staging",
-                    format!("part {part} has no column `{name}` (the job's mapping or filter names it)"),
+                    format!(
+                        "part {part} has no column `{name}` (the job's mapping or filter names it)"
+                    ),
                 )
             })?;
             roots.push(i);
@@ -381,7 +401,12 @@ impl ParquetSource {
                 .project(&keep)
                 .map_err(|e| Error::Internal(e.to_string()))?,
         );
-        tracing::debug!(part, rows_per_batch = rows, bytes_per_row = per_row, "reading part");
+        tracing::debug!(
+            part,
+            rows_per_batch = rows,
+            bytes_per_row = per_row,
+            "reading part"
+        );
         Ok(ParquetSource {
             part: part.to_string(),
             stream,

@@ -1,0 +1,344 @@
+//! The job's filter and projection, on both paths: pushed into the SQL sent
+//! to PostgreSQL, and evaluated with the Arrow kernels on Parquet parts
+//! staged on S3 (moto). PostgreSQL itself, running the filter text as a
+//! WHERE clause, is the oracle for which rows are kept.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bson::{Bson, Document};
+use common::*;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use shiftload::config::SourceConfig;
+use shiftload::memory::{Budget, ByteSize};
+use shiftload::source::PgSource;
+
+fn s3_endpoint() -> String {
+    std::env::var("SHIFTLOAD_S3_ENDPOINT")
+        .expect("SHIFTLOAD_S3_ENDPOINT is not set: run the tests with scripts/test.sh")
+}
+
+/// A fresh bucket on the S3 endpoint (moto takes an unsigned PUT).
+fn create_bucket(name: &str) {
+    let endpoint = s3_endpoint();
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(host).expect("connect to S3 endpoint");
+    write!(
+        conn,
+        "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "create bucket {name}: {reply}"
+    );
+}
+
+fn store(bucket: &str) -> Arc<dyn ObjectStore> {
+    Arc::new(
+        AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_endpoint(s3_endpoint())
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .expect("S3 client"),
+    )
+}
+
+/// Read `sql` from PostgreSQL with shiftload's own reader and write it as
+/// one Parquet object at `key`.
+async fn stage_part(store: &Arc<dyn ObjectStore>, key: &str, sql: &str) {
+    let cfg = SourceConfig {
+        url: pg_url(),
+        query: sql.to_string(),
+        statement_timeout_ms: None,
+        fetch_rows: 700,
+        filter: None,
+        staging: None,
+    };
+    let budget = Budget::new(ByteSize(64 << 20), 1);
+    let mut source = PgSource::open(&cfg, sql, &budget, false).await.unwrap();
+    let mut out = Vec::new();
+    {
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut out, source.schema(), None).unwrap();
+        while let Some(b) = source.next_batch().await {
+            writer.write(&b.unwrap().batch).unwrap();
+        }
+        writer.close().unwrap();
+    }
+    store
+        .put(&ObjectPath::from(key), PutPayload::from(out))
+        .await
+        .unwrap();
+}
+
+/// The reference table staged as `parts` Parquet parts under
+/// `s3://<bucket>/parts/`; returns the table and the bucket.
+async fn staged_reference(rows: u64, parts: u64) -> (String, String) {
+    let table = seed_reference(rows).await;
+    let bucket = unique("stage").replace('_', "-");
+    create_bucket(&bucket);
+    let s = store(&bucket);
+    for k in 0..parts {
+        stage_part(
+            &s,
+            &format!("parts/part-{k:04}.parquet"),
+            &format!("SELECT * FROM {table} WHERE order_id % {parts} = {k}"),
+        )
+        .await;
+    }
+    // Not parts: a manifest and an empty marker object.
+    s.put(&ObjectPath::from("parts/manifest"), PutPayload::from("{}"))
+        .await
+        .unwrap();
+    s.put(&ObjectPath::from("parts/_SUCCESS"), PutPayload::from(""))
+        .await
+        .unwrap();
+    (table, bucket)
+}
+
+const MAPPING: &str = r#"
+[mapping]
+id = ["order_id"]
+include = ["order_id", "customer_id", "amount", "status", "order_date", "updated_at"]
+decimal = "string"
+"#;
+
+fn sql_job(
+    table: &str,
+    filter: &str,
+    db: &str,
+    coll: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table}\"\nfilter = \"\"\"{filter}\"\"\"\n\
+         fetch_rows = 500\n\n[target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"{coll}\"\n{MAPPING}"
+    ))
+}
+
+fn staged_job(
+    bucket: &str,
+    filter: &str,
+    db: &str,
+    coll: &str,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    job(&format!(
+        "[source]\nfilter = \"\"\"{filter}\"\"\"\nfetch_rows = 500\n\n\
+         [source.staging]\nlocation = \"s3://{bucket}/parts/\"\nmode = \"existing\"\nendpoint = \"${{SHIFTLOAD_S3_ENDPOINT}}\"\n\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"{coll}\"\n{MAPPING}"
+    ))
+}
+
+fn id_of(d: &Document) -> i64 {
+    match d.get("_id") {
+        Some(Bson::Int64(v)) => *v,
+        other => panic!("_id {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn filter_keeps_what_postgres_keeps_on_both_paths() {
+    let (table, bucket) = staged_reference(3000, 3).await;
+    let db = unique("t_filter");
+    // Each filter is also valid SQL: PostgreSQL running it is the oracle.
+    let filters = [
+        "status IN ('paid', 'shipped') AND amount >= 50000.5",
+        "NOT (quantity < 10) OR note IS NULL",
+        "order_date >= DATE '2022-06-01' AND is_paid AND score <> 4.5",
+        "created_at < TIMESTAMP '2020-01-01 00:30:00' OR customer_name = 'customer 62' \
+         OR status NOT IN ('new', 'paid', 'closed')",
+        "updated_at >= TIMESTAMP '2020-01-01 02:00:00+00' AND discount > 0.35",
+    ];
+    for (k, filter) in filters.iter().enumerate() {
+        let expected: BTreeMap<i64, BTreeMap<String, Option<String>>> = pg_text_rows(&format!(
+            "SELECT order_id, customer_id, amount, rtrim(status) AS status,
+                    (order_date - date '1970-01-01') * 86400000::bigint AS order_date,
+                    floor(extract(epoch FROM updated_at) * 1000)::bigint AS updated_at
+             FROM {table} WHERE {filter}"
+        ))
+        .await
+        .into_iter()
+        .map(|r| (r["order_id"].as_ref().unwrap().parse().unwrap(), r))
+        .collect();
+        assert!(
+            !expected.is_empty() && expected.len() < 3000,
+            "filter {filter} should keep some rows and drop others ({})",
+            expected.len()
+        );
+
+        let (_a, sql_path) = sql_job(&table, filter, &db, &format!("sql_{k}"));
+        let (_b, parquet_path) = staged_job(&bucket, filter, &db, &format!("parquet_{k}"));
+        let sql_out = assert_ok(&run_job(&sql_path));
+        let parquet_out = assert_ok(&run_job(&parquet_path));
+        let n = shiftload::thousands(expected.len() as u64);
+        assert!(
+            sql_out.contains(&format!("{n} inserted")),
+            "{filter}:\n{sql_out}"
+        );
+        assert!(
+            parquet_out.contains(&format!("{n} inserted")),
+            "{filter}:\n{parquet_out}"
+        );
+
+        let from_sql = mongo_docs(&db, &format!("sql_{k}")).await;
+        let from_parquet = mongo_docs(&db, &format!("parquet_{k}")).await;
+        let ids: BTreeSet<i64> = from_parquet.iter().map(id_of).collect();
+        assert_eq!(
+            ids,
+            expected.keys().copied().collect::<BTreeSet<_>>(),
+            "rows kept from the staged parts by {filter}"
+        );
+        assert_eq!(
+            from_sql.iter().map(id_of).collect::<BTreeSet<_>>(),
+            ids,
+            "rows kept by the pushed-down {filter}"
+        );
+        for (a, b) in from_sql.iter().zip(&from_parquet) {
+            assert_eq!(a, b, "the same row through both paths");
+            let row = &expected[&id_of(b)];
+            // Projection: exactly the included columns, `_id` first.
+            let keys: Vec<&str> = b.keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                [
+                    "_id",
+                    "order_id",
+                    "customer_id",
+                    "amount",
+                    "status",
+                    "order_date",
+                    "updated_at"
+                ]
+            );
+            assert_eq!(b.get_i64("order_id").unwrap(), id_of(b));
+            let text = |f: &str| row[f].clone().unwrap();
+            assert_eq!(
+                b.get_i32("customer_id").unwrap().to_string(),
+                text("customer_id")
+            );
+            assert_eq!(b.get_str("amount").unwrap(), text("amount"));
+            assert_eq!(b.get_str("status").unwrap(), text("status"));
+            assert_eq!(
+                b.get_datetime("order_date")
+                    .unwrap()
+                    .timestamp_millis()
+                    .to_string(),
+                text("order_date")
+            );
+            assert_eq!(
+                b.get_datetime("updated_at")
+                    .unwrap()
+                    .timestamp_millis()
+                    .to_string(),
+                text("updated_at")
+            );
+        }
+    }
+    drop_db(&db).await;
+}
+
+#[tokio::test]
+async fn staged_parts_are_checkpointed_partitions() {
+    let (_table, bucket) = staged_reference(1200, 3).await;
+    let db = unique("t_parts");
+    let (_d, path) = staged_job(&bucket, "customer_id >= 0", &db, "orders");
+    let p = path.to_str().unwrap();
+
+    let plan = assert_ok(&shiftload(&["plan", p]));
+    for k in 0..3 {
+        assert!(
+            plan.contains(&format!("s3://{bucket}/parts/part-{k:04}.parquet")),
+            "{plan}"
+        );
+    }
+    assert!(
+        !plan.contains("manifest") && !plan.contains("_SUCCESS"),
+        "{plan}"
+    );
+
+    let first = assert_ok(&run_job(&path));
+    assert!(
+        first.contains("1,200 inserted, 0 already present"),
+        "{first}"
+    );
+    let status = assert_ok(&shiftload(&["status", p]));
+    assert!(status.contains("3 done"), "{status}");
+    assert_eq!(mongo_count(&db, "orders").await, 1200);
+
+    // The next run is a new generation over the same parts: nothing doubles.
+    let second = assert_ok(&run_job(&path));
+    assert!(
+        second.contains("0 inserted, 1,200 already present"),
+        "{second}"
+    );
+    assert_eq!(mongo_count(&db, "orders").await, 1200);
+    drop_db(&db).await;
+}
+
+#[tokio::test]
+async fn bad_filters_and_staging_are_named() {
+    let table = seed_reference(10).await;
+    let db = unique("t_badfilter");
+    let fails = |path: &std::path::Path| {
+        let out = run_job(path);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stderr(&out)
+    };
+
+    let (_d, path) = sql_job(&table, "nope = 1", &db, "c");
+    let err = fails(&path);
+    assert!(
+        err.contains("source.filter: column `nope` is not in the result"),
+        "{err}"
+    );
+
+    let (_d, path) = sql_job(&table, "customer_id = 'x'", &db, "c");
+    let err = fails(&path);
+    assert!(err.contains("column `customer_id` is Int32"), "{err}");
+
+    // A syntax error is found without touching any server.
+    let (_d, path) = sql_job(&table, "amount >", &db, "c");
+    let out = shiftload(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("source.filter"), "{}", stderr(&out));
+
+    let bucket = unique("empty").replace('_', "-");
+    create_bucket(&bucket);
+    let (_d, path) = staged_job(&bucket, "customer_id > 0", &db, "c");
+    let err = fails(&path);
+    assert!(
+        err.contains(&format!(
+            "source.staging.location: no Parquet parts under s3://{bucket}/parts/"
+        )),
+        "{err}"
+    );
+
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table}\"\n\
+         [source.staging]\nlocation = \"s3://{bucket}/x/\"\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n"
+    ));
+    let out = shiftload(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("source.staging.iam_role"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(mongo_count(&db, "c").await, 0);
+}
