@@ -164,7 +164,7 @@ pub async fn plan(job: &JobConfig) -> Result<Plan> {
     let schema = describe(job, staging.as_ref()).await?;
     Encoder::new(&schema, &job.mapping)?;
     let (job, schema) = &pushed_down(job, &schema)?;
-    let key = key_type(job, &schema)?;
+    let key = key_type(job, schema)?;
     let (min, max, rows, partitions) = match (&staging, &job.source.staging) {
         (Some(staging), Some(cfg)) if cfg.mode == StagingMode::Existing => {
             let parts = staging.parts("").await?;
@@ -783,7 +783,7 @@ async fn transfer(ctx: &Context, work: &Work, partition: &str) -> (Result<u64>, 
 async fn pump(ctx: &Context, work: &Work, partition: &str, sink: &mut MongoSink) -> Result<u64> {
     let lenient = ctx.dead_letter.is_some();
     let mut source = match (work, &ctx.staging) {
-        (Work::Part(part), Some(staging)) => Source::Parquet(
+        (Work::Part(part), Some(staging)) => Source::Parquet(Box::new(
             ParquetSource::open(
                 staging,
                 part,
@@ -793,7 +793,7 @@ async fn pump(ctx: &Context, work: &Work, partition: &str, sink: &mut MongoSink)
                 ctx.job.source.fetch_rows as usize,
             )
             .await?,
-        ),
+        )),
         (Work::Sql(sql), _) => {
             Source::Pg(PgSource::open(&ctx.job.source, sql, &ctx.budget, lenient).await?)
         }

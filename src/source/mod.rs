@@ -16,7 +16,7 @@ pub enum Source {
     /// A query over the PostgreSQL wire protocol.
     Pg(PgSource),
     /// One staged Parquet part.
-    Parquet(ParquetSource),
+    Parquet(Box<ParquetSource>),
 }
 
 impl Source {
