@@ -348,6 +348,25 @@ fn parse_timestamp(t: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use super::pushdown_sql;
+
+    #[test]
+    fn pushdown_wraps_the_query() {
+        let cols = ["a".to_string(), "B c".to_string()];
+        assert_eq!(
+            pushdown_sql("SELECT * FROM t;  ", None, None),
+            "SELECT * FROM t"
+        );
+        assert_eq!(
+            pushdown_sql("SELECT * FROM t -- all", Some(&cols), Some("\"a\" > 1")),
+            "SELECT \"a\", \"B c\" FROM (\nSELECT * FROM t -- all\n) AS shiftload_src WHERE \"a\" > 1"
+        );
+        assert_eq!(
+            pushdown_sql("SELECT 1 AS a", None, Some("\"a\" = 1")),
+            "SELECT * FROM (\nSELECT 1 AS a\n) AS shiftload_src WHERE \"a\" = 1"
+        );
+    }
+
     use super::*;
 
     fn cfg(count: Option<u32>) -> PartitionConfig {

@@ -177,6 +177,18 @@ async fn filter_keeps_what_postgres_keeps_on_both_paths() {
 
         let (_a, sql_path) = sql_job(&table, filter, &db, &format!("sql_{k}"));
         let (_b, parquet_path) = staged_job(&bucket, filter, &db, &format!("parquet_{k}"));
+        if k == 0 {
+            // Pushed down: Redshift gets the projection and the predicate.
+            let plan = assert_ok(&shiftload(&["plan", sql_path.to_str().unwrap()]));
+            assert!(
+                plan.contains(&format!(
+                    "SELECT \"order_id\", \"customer_id\", \"amount\", \"status\", \"order_date\", \"updated_at\" \
+                     FROM (\nSELECT * FROM {table}\n) AS shiftload_src \
+                     WHERE (\"status\" IN ('paid', 'shipped')) AND (\"amount\" >= 50000.5)"
+                )),
+                "{plan}"
+            );
+        }
         let sql_out = assert_ok(&run_job(&sql_path));
         let parquet_out = assert_ok(&run_job(&parquet_path));
         let n = shiftload::thousands(expected.len() as u64);
@@ -341,4 +353,54 @@ async fn bad_filters_and_staging_are_named() {
         stderr(&out)
     );
     assert_eq!(mongo_count(&db, "c").await, 0);
+}
+
+/// The UNLOAD path on a real Redshift: `REDSHIFT_URL` (a user that may
+/// create a table), `SHIFTLOAD_REDSHIFT_S3` (`s3://bucket/prefix/`) and
+/// `SHIFTLOAD_REDSHIFT_IAM_ROLE` (a role Redshift assumes to write there),
+/// with AWS credentials for the bucket in the environment.
+#[tokio::test]
+#[ignore = "needs a Redshift cluster: REDSHIFT_URL, SHIFTLOAD_REDSHIFT_S3, SHIFTLOAD_REDSHIFT_IAM_ROLE"]
+async fn unload_on_redshift() {
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let (url, location, role) = (
+        env("REDSHIFT_URL"),
+        env("SHIFTLOAD_REDSHIFT_S3"),
+        env("SHIFTLOAD_REDSHIFT_IAM_ROLE"),
+    );
+    let table = unique("shiftload_unload");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to Redshift (use sslmode=disable for this test's setup connection)");
+    tokio::spawn(conn);
+    let values: Vec<String> = (1..=1000).map(|i| format!("({i}, 'row {i}')")).collect();
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int, label varchar(20));
+             INSERT INTO {table} VALUES {};",
+            values.join(",")
+        ))
+        .await
+        .unwrap();
+    let db = unique("t_unload");
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{url}\"\nquery = \"SELECT * FROM {table}\"\nfilter = \"id > 100\"\n\
+         [source.staging]\nlocation = \"{location}\"\niam_role = \"{role}\"\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+         [mapping]\nid = [\"id\"]\n"
+    ));
+    let out = run_job(&path);
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+    assert_ok(&out);
+    let docs = mongo_docs(&db, "c").await;
+    assert_eq!(docs.len(), 900);
+    for d in &docs {
+        let id = d.get_i32("_id").unwrap();
+        assert!(id > 100);
+        assert_eq!(d.get_str("label").unwrap(), format!("row {id}"));
+    }
+    drop_db(&db).await;
 }

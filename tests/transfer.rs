@@ -230,3 +230,68 @@ async fn without_id_each_document_gets_an_object_id() {
     assert_eq!(orders, (1..=500).collect::<Vec<_>>());
     drop_db(&db).await;
 }
+
+#[tokio::test]
+async fn json_kept_as_text_or_parsed() {
+    let table = unique("j");
+    pg_exec(&format!(
+        "CREATE TABLE {table} (id int, j jsonb, t json);
+         INSERT INTO {table} VALUES
+           (1, '{{\"b\": [1, 2.5, \"x\"], \"a\": {{\"n\": null}}}}', '[true, {{\"k\": \"v\"}}]'),
+           (2, '\"just text\"', '12345678901'),
+           (3, NULL, 'null')"
+    ))
+    .await;
+    let want: HashMap<i32, (Option<String>, Option<String>)> = pg_text_rows(&format!(
+        "SELECT id, j::text AS j, t::text AS t FROM {table}"
+    ))
+    .await
+    .into_iter()
+    .map(|r| {
+        (
+            r["id"].as_ref().unwrap().parse().unwrap(),
+            (r["j"].clone(), r["t"].clone()),
+        )
+    })
+    .collect();
+    let db = unique("t_json");
+    for policy in ["string", "parse"] {
+        let (_d, path) = simple_job(
+            &format!("SELECT * FROM {table}"),
+            &db,
+            policy,
+            &format!("id = [\"id\"]\njson = \"{policy}\""),
+        );
+        assert_ok(&run_job(&path));
+        let docs = mongo_docs(&db, policy).await;
+        assert_eq!(docs.len(), 3);
+        for doc in &docs {
+            let (j, t) = &want[&doc.get_i32("_id").unwrap()];
+            for (field, text) in [("j", j), ("t", t)] {
+                match (policy, text) {
+                    (_, None) => assert_eq!(doc.get(field), None, "{doc:?}"),
+                    // The server's own text of the value, byte for byte.
+                    ("string", Some(text)) => {
+                        assert_eq!(doc.get_str(field).unwrap(), text, "{doc:?}")
+                    }
+                    (_, Some(text)) => {
+                        let parsed: serde_json::Value = serde_json::from_str(text).unwrap();
+                        let got = doc.get(field).map_or(serde_json::Value::Null, bson_to_json);
+                        assert_eq!(got, parsed, "{doc:?}");
+                    }
+                }
+            }
+        }
+    }
+    // Parsed JSON keeps key order and makes embedded documents and arrays.
+    let one = mongo_docs(&db, "parse").await.remove(0);
+    let j = one.get_document("j").unwrap();
+    assert_eq!(
+        j.keys().collect::<Vec<_>>(),
+        ["a", "b"],
+        "jsonb orders its keys"
+    );
+    assert_eq!(j.get_array("b").unwrap().len(), 3);
+    drop_db(&db).await;
+    pg_exec(&format!("DROP TABLE {table}")).await;
+}
