@@ -404,3 +404,25 @@ async fn unload_on_redshift() {
     }
     drop_db(&db).await;
 }
+
+/// For `scripts/bench-staging.sh`: stage SHIFTLOAD_VOLUME_ROWS rows of the
+/// reference table as 8 Parquet parts on the S3 endpoint, and write two job
+/// files with the same filter and mapping into SHIFTLOAD_BENCH_DIR: the
+/// query path (`query.toml`) and the staged path (`staged.toml`).
+#[tokio::test]
+#[ignore = "volume: run by scripts/bench-staging.sh"]
+async fn stage_for_bench() {
+    let rows = std::env::var("SHIFTLOAD_VOLUME_ROWS").map_or(1_000_000, |v| v.parse().unwrap());
+    let dir = std::path::PathBuf::from(std::env::var("SHIFTLOAD_BENCH_DIR").unwrap());
+    let (table, bucket) = staged_reference(rows, 8).await;
+    let filter = "status IN ('paid', 'shipped') AND note IS NOT NULL";
+    let db = unique("bench_staging");
+    for (name, path) in [
+        ("query", sql_job(&table, filter, &db, "query")),
+        ("staged", staged_job(&bucket, filter, &db, "staged")),
+    ] {
+        let text = std::fs::read_to_string(&path.1).unwrap();
+        std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+    }
+    println!("staged {rows} rows of {table} as 8 parts in s3://{bucket}/parts/, database {db}");
+}
