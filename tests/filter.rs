@@ -426,3 +426,51 @@ async fn stage_for_bench() {
     }
     println!("staged {rows} rows of {table} as 8 parts in s3://{bucket}/parts/, database {db}");
 }
+
+#[tokio::test]
+async fn a_bad_part_fails_alone_and_the_next_run_resumes_it() {
+    let (table, bucket) = staged_reference(1600, 4).await;
+    let s = store(&bucket);
+    let bad = "parts/part-0003.parquet";
+    s.put(
+        &ObjectPath::from(bad),
+        PutPayload::from("not parquet at all"),
+    )
+    .await
+    .unwrap();
+    let db = unique("t_badpart");
+    let (_d, path) = staged_job(&bucket, "customer_id >= 0", &db, "orders");
+    let text = std::fs::read_to_string(&path).unwrap() + "\n[retry]\nmax_attempts = 1\n";
+    std::fs::write(&path, text).unwrap();
+
+    let out = run_job(&path);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let report = stdout(&out) + &stderr(&out);
+    assert!(report.contains(bad), "the failed part is named:\n{report}");
+    assert_eq!(
+        mongo_count(&db, "orders").await,
+        1200,
+        "the three good parts are written"
+    );
+
+    // The part is written again (say, the export re-run); the same command
+    // resumes: only that part is read, from the part list of the run.
+    stage_part(
+        &s,
+        bad,
+        &format!("SELECT * FROM {table} WHERE order_id % 4 = 3"),
+    )
+    .await;
+    let again = assert_ok(&run_job(&path));
+    assert!(again.contains("400 inserted, 0 already present"), "{again}");
+    assert_eq!(mongo_count(&db, "orders").await, 1600);
+    let status = assert_ok(&shiftload(&["status", path.to_str().unwrap()]));
+    assert!(status.contains("4 done"), "{status}");
+    drop_db(&db).await;
+}
