@@ -171,7 +171,7 @@ pub async fn plan(job: &JobConfig) -> Result<Plan> {
             let partitions = part_ranges(parts.len())
                 .into_iter()
                 .zip(parts)
-                .map(|(r, p)| (r, format!("Parquet part s3://{}/{p}", staging_bucket(cfg))))
+                .map(|(r, p)| (r, format!("Parquet part {}", staging.object_url(&p))))
                 .collect();
             (None, None, None, partitions)
         }
@@ -204,11 +204,6 @@ pub async fn plan(job: &JobConfig) -> Result<Plan> {
 
 fn job_name(job: &JobConfig) -> String {
     job.name.clone().unwrap_or_else(|| "job".into())
-}
-
-fn staging_bucket(cfg: &crate::config::StagingConfig) -> &str {
-    let rest = cfg.location.strip_prefix("s3://").unwrap_or(&cfg.location);
-    rest.split('/').next().unwrap_or(rest)
 }
 
 fn staging_of(job: &JobConfig) -> Result<Option<Staging>> {

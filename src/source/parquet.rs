@@ -119,6 +119,11 @@ impl Staging {
         format!("s3://{}/{}/", self.bucket, path)
     }
 
+    /// `s3://bucket/<key>`: an object's URL.
+    pub fn object_url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
     /// The key prefix of `sub` under the location.
     pub fn path(&self, sub: &str) -> Path {
         Path::from(
