@@ -106,3 +106,22 @@ impl Error {
         }
     }
 }
+
+/// The index of column `name` in `schema`, or an error under the job key
+/// `key` that lists the columns there are.
+pub(crate) fn column_index(schema: &arrow_schema::Schema, key: &str, name: &str) -> Result<usize> {
+    schema.index_of(name).map_err(|_| {
+        Error::config(
+            key,
+            format!(
+                "column `{name}` is not in the result (columns: {})",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
+}

@@ -273,20 +273,7 @@ enum Node {
 }
 
 fn column_index(schema: &Schema, name: &str) -> Result<usize> {
-    schema.index_of(name).map_err(|_| {
-        Error::config(
-            KEY,
-            format!(
-                "column `{name}` is not in the result (columns: {})",
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    })
+    crate::error::column_index(schema, KEY, name)
 }
 
 fn is_integer(t: &DataType) -> bool {

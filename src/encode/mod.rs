@@ -139,22 +139,7 @@ impl Encoder {
     /// config key and column when the mapping refers to a missing column,
     /// puts two values on one path, or a column cannot be encoded.
     pub fn new(schema: &Schema, mapping: &MappingConfig) -> Result<Self> {
-        let index_of = |key: &str, name: &str| -> Result<usize> {
-            schema.index_of(name).map_err(|_| {
-                Error::config(
-                    key,
-                    format!(
-                        "column `{name}` is not in the query result (columns: {})",
-                        schema
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })
-        };
+        let index_of = |key: &str, name: &str| crate::error::column_index(schema, key, name);
         for name in mapping.rename.keys() {
             index_of(&format!("mapping.rename.{name}"), name)?;
         }
