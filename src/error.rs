@@ -30,15 +30,21 @@ pub enum Error {
         system: &'static str,
         target: String,
         message: String,
+        /// A refused login or a bad URL will not heal by waiting
+        /// ([`Class::Fatal`], [`Class::Config`]); a refused connection may.
+        class: Class,
     },
 
-    /// The source database rejected or aborted the query.
+    /// The source database rejected or aborted the query, or the
+    /// connection broke under it.
     #[error("{system} query failed: {message}")]
     Query {
         system: &'static str,
         message: String,
         /// SQLSTATE, when the server sent one.
         code: Option<String>,
+        /// What to do about it, decided where the error was read.
+        class: Class,
     },
 
     /// A result column has a type shiftload cannot map.
@@ -82,14 +88,44 @@ pub enum Error {
     Internal(String),
 }
 
+/// What can be done about an error: set where the error is made, by the
+/// code that read the server's answer, and read by [`crate::retry`]. No
+/// decision is ever taken from an error's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The server or the network is away for a while: retry.
+    Transient,
+    /// The source cancelled the statement for time (SQLSTATE 57014:
+    /// `statement_timeout`, a WLM/QMR abort): retry, then split.
+    Timeout,
+    /// This partition's data cannot be stored (a value, a document the
+    /// target rejects): fail the partition, the others go on.
+    Data,
+    /// The run cannot go on (bad SQL, refused login, a protocol fault).
+    Fatal,
+    /// The user's input is wrong (job file, mapping, types): nothing moves.
+    Config,
+}
+
 impl Error {
-    /// Whether the error is the user's input to fix (job file, mapping, types)
-    /// rather than a fault of a server or the network.
+    /// What to do about this error.
+    pub fn class(&self) -> Class {
+        match self {
+            Error::Job { .. } | Error::Config { .. } | Error::UnsupportedType { .. } => {
+                Class::Config
+            }
+            Error::Query { class, .. } | Error::Connect { class, .. } => *class,
+            Error::Unavailable { .. } => Class::Transient,
+            Error::Value { .. } | Error::Write { .. } | Error::Io { .. } | Error::Internal(_) => {
+                Class::Data
+            }
+        }
+    }
+
+    /// Whether the error is the user's input to fix (job file, mapping,
+    /// types, URL) rather than a fault of a server or the network.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            Error::Job { .. } | Error::Config { .. } | Error::UnsupportedType { .. }
-        )
+        self.class() == Class::Config
     }
 
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
@@ -124,4 +160,19 @@ pub(crate) fn column_index(schema: &arrow_schema::Schema, key: &str, name: &str)
             ),
         )
     })
+}
+
+/// `outer: inner: innermost` of an error and its sources, skipping repeats.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }

@@ -10,13 +10,17 @@ pub mod deadletter;
 pub mod encode;
 pub mod error;
 pub mod filter;
+pub mod kind;
 pub mod memory;
+pub mod mongo;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;
 pub mod retry;
 pub mod sink;
 pub mod source;
+pub mod sql;
+pub mod time;
 
 pub use config::JobConfig;
 pub use error::{Error, Result};

@@ -1,17 +1,13 @@
 //! The `shiftload` command: parse flags, call the library, map the outcome
 //! to an exit code. Everything else lives in the library.
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
-use shiftload::checkpoint::CheckpointStore;
 use shiftload::memory::ByteSize;
-use shiftload::pipeline::{self, Outcome, Progress, RunOptions, RunSummary};
-use shiftload::plan::{KeyType, Range};
+use shiftload::pipeline::{self, Outcome, RunOptions, Stage};
 use shiftload::{redact, JobConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -33,11 +29,8 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(
-    name = "shiftload",
-    version,
-    about = "Move large Redshift query results into MongoDB, fast, in bounded memory."
-)]
+#[command(name = "shiftload", version)]
+#[command(about = "Move large Redshift query results into MongoDB, fast, in bounded memory.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -78,15 +71,9 @@ enum Command {
         restart: bool,
     },
     /// Show the partitions and the SQL of each, without writing anything.
-    Plan {
-        #[command(flatten)]
-        job: JobArgs,
-    },
+    Plan(JobArgs),
     /// Show the job's progress from its checkpoint.
-    Status {
-        #[command(flatten)]
-        job: JobArgs,
-    },
+    Status(JobArgs),
     /// Check a job file without touching any data.
     Validate {
         /// The job file (TOML).
@@ -99,33 +86,20 @@ enum Command {
     Bench {
         #[command(flatten)]
         job: JobArgs,
-        /// How far to take the data.
-        #[arg(long, value_enum, default_value_t = BenchStage::Source)]
-        stage: BenchStage,
+        /// How far to take the data: `source` (fetch and decode into
+        /// Arrow) or `encode` (and encode into BSON).
+        #[arg(long, value_parser = ["source", "encode"], default_value = "source")]
+        stage: String,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum BenchStage {
-    /// Fetch and decode into Arrow.
-    Source,
-    /// Fetch, decode and encode into BSON.
-    Encode,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    pipeline::report::init_logging(matches!(cli.log_format, LogFormat::Json));
     let code = match cli.command {
-        Command::Schema => {
-            print!("{}", shiftload::config::json_schema());
-            exit::OK
-        }
+        Command::Schema => print(&shiftload::config::json_schema()),
         Command::Validate { job } => match JobConfig::load(&job) {
-            Ok(_) => {
-                println!("{}: ok", job.display());
-                exit::OK
-            }
+            Ok(_) => print(&format!("{}: ok\n", job.display())),
             Err(e) => report(&e),
         },
         Command::Run {
@@ -133,358 +107,107 @@ fn main() -> ExitCode {
             quiet,
             no_progress,
             restart,
-        } => run(&job, quiet, no_progress, restart),
-        Command::Plan { job } => plan(&job),
-        Command::Status { job } => status(&job),
-        Command::Bench { job, stage } => bench(&job, stage),
+        } => run(&job, quiet, !quiet && !no_progress, restart),
+        Command::Plan(job) => with_job(&job, |j| async move { pipeline::plan(&j).await }),
+        Command::Status(job) => with_job(&job, |j| async move { pipeline::status(&j).await }),
+        Command::Bench { job, stage } => with_job(&job, |j| async move {
+            let stage = if stage == "encode" {
+                Stage::Encode
+            } else {
+                Stage::Source
+            };
+            pipeline::drain(&j, stage).await.map(|s| format!("{s}\n"))
+        }),
     };
     ExitCode::from(code)
 }
 
-/// The job and a runtime to run it on, or the exit code of the failure.
-fn load(args: &JobArgs) -> Result<(JobConfig, tokio::runtime::Runtime), u8> {
-    let mut job = JobConfig::load(&args.job).map_err(|e| report(&e))?;
-    if args.memory_limit.is_some() {
-        job.memory_limit = args.memory_limit;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
-            exit::FAILED
-        })?;
-    Ok((job, runtime))
+/// Write to stdout; a closed pipe (`| head`) is not an error.
+fn print(text: &str) -> u8 {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    exit::OK
 }
 
-fn run(args: &JobArgs, quiet: bool, no_progress: bool, restart: bool) -> u8 {
-    let (job, runtime) = match load(args) {
-        Ok(loaded) => loaded,
+/// The job file with the command line's overrides.
+fn load(args: &JobArgs) -> Result<JobConfig, u8> {
+    let mut job = JobConfig::load(&args.job).map_err(|e| report(&e))?;
+    job.memory_limit = args.memory_limit.or(job.memory_limit);
+    Ok(job)
+}
+
+/// Load the job and run `f` on a runtime; print what it gives.
+fn with_job<F, Fut, T>(args: &JobArgs, f: F) -> u8
+where
+    F: FnOnce(JobConfig) -> Fut,
+    Fut: std::future::Future<Output = shiftload::Result<T>>,
+    T: std::fmt::Display,
+{
+    let job = match load(args) {
+        Ok(job) => job,
         Err(code) => return code,
     };
-    let bar = (!quiet && !no_progress && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-                .expect("valid template"),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        bar
-    });
-    let started = std::time::Instant::now();
-    let progress_bar = bar.clone();
-    let on_progress = Arc::new(move |p: &Progress| {
-        if let Some(bar) = &progress_bar {
-            let secs = started.elapsed().as_secs_f64().max(1e-3);
-            bar.set_message(format!(
-                "{} rows read, {:.0} rows/s, {} BSON, {} partitions done here",
-                group(p.rows_read),
-                p.rows_read as f64 / secs,
-                bytes(p.bson_bytes),
-                p.partitions_done
-            ));
-        }
-    });
+    match runtime().block_on(f(job)) {
+        Ok(out) => print(&out.to_string()),
+        Err(e) => report(&e),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+}
+
+fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
+    let job = match load(args) {
+        Ok(job) => job,
+        Err(code) => return code,
+    };
+    let (bar, on_progress) =
+        pipeline::report::progress(progress && std::io::stderr().is_terminal());
     let cancel = CancellationToken::new();
     let options = RunOptions {
         restart,
         cancel: cancel.clone(),
         on_progress,
     };
-    let outcome = runtime.block_on(async {
-        tokio::spawn(watch_signals(cancel));
+    let outcome = runtime().block_on(async {
+        tokio::spawn(async move {
+            if pipeline::signals::watch(cancel).await {
+                std::process::exit(exit::INTERRUPTED as i32);
+            }
+        });
         pipeline::run(&job, options).await
     });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    match outcome {
-        Ok(summary) => {
-            let code = match summary.outcome {
-                Outcome::Complete => exit::OK,
-                Outcome::PartitionsFailed => exit::PARTITIONS_FAILED,
-                Outcome::Interrupted => exit::INTERRUPTED,
-            };
-            if !quiet || code != exit::OK {
-                print!("{}", render_summary(&summary, &args.job));
-            }
-            code
-        }
+    let summary = match outcome {
+        Ok(summary) => summary,
         Err(e) => {
             let code = report(&e);
             if code == exit::FAILED {
-                eprintln!(
-                    "shiftload: progress is kept; run `shiftload run {}` again to resume",
-                    args.job.display()
-                );
+                eprintln!("shiftload: progress is kept; run the same command again to resume");
             }
-            code
-        }
-    }
-}
-
-/// First SIGINT/SIGTERM: stop taking partitions, finish the writes in
-/// flight, give unfinished partitions back. Second: exit at once.
-async fn watch_signals(cancel: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    // `recv` gives None when the runtime shuts down: that is no signal.
-    tokio::select! {
-        Some(_) = int.recv() => {}
-        Some(_) = term.recv() => {}
-        else => return,
-    }
-    eprintln!("shiftload: stopping: finishing the writes in flight (signal again to exit at once)");
-    cancel.cancel();
-    tokio::select! {
-        Some(_) = int.recv() => {}
-        Some(_) = term.recv() => {}
-        else => return,
-    }
-    eprintln!(
-        "shiftload: exiting now; unfinished partitions are taken over when their leases expire"
-    );
-    std::process::exit(exit::INTERRUPTED as i32);
-}
-
-fn plan(args: &JobArgs) -> u8 {
-    let (job, runtime) = match load(args) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    match runtime.block_on(pipeline::plan(&job)) {
-        Ok(p) => {
-            println!("memory budget  {}", p.memory_budget);
-            match &p.key {
-                Some((column, _)) => println!(
-                    "partition key  {column} (min {}, max {}, {} rows)",
-                    p.min.map_or("none".into(), |v| v.to_string()),
-                    p.max.map_or("none".into(), |v| v.to_string()),
-                    p.rows.map_or("?".into(), group)
-                ),
-                None if job.source.staging.is_some() => {
-                    println!("partition key  none: each staged Parquet part is a partition")
-                }
-                None => println!("partition key  none: the whole query is one partition"),
-            }
-            println!("partitions     {}", p.partitions.len());
-            let key = p.key.as_ref().map(|(_, k)| *k);
-            for (i, (range, sql)) in p.partitions.iter().enumerate() {
-                let range = match &job.source.staging {
-                    Some(_) => String::new(),
-                    None => describe_range(range, key),
-                };
-                println!("{:>5}  {range:<28} {sql}", i + 1);
-            }
-            exit::OK
-        }
-        Err(e) => report(&e),
-    }
-}
-
-/// `[lo, hi)`, in the key's own terms when its type is known.
-fn describe_range(r: &Range, key: Option<KeyType>) -> String {
-    if r.null {
-        return "key IS NULL".into();
-    }
-    let show = |v: i64| match key {
-        Some(KeyType::Int) | None => v.to_string(),
-        Some(k) => {
-            let literal = k.literal(v);
-            let quoted = &literal[literal.find('\'').unwrap_or(0)..];
-            quoted.trim_matches('\'').to_string()
+            return code;
         }
     };
-    let lo = if r.lo == i64::MIN {
-        "-inf".into()
-    } else {
-        show(r.lo)
+    let code = match summary.outcome {
+        Outcome::Complete => exit::OK,
+        Outcome::PartitionsFailed => exit::PARTITIONS_FAILED,
+        Outcome::Interrupted => exit::INTERRUPTED,
     };
-    let hi = if r.hi == i64::MAX {
-        "+inf".into()
-    } else {
-        show(r.hi)
-    };
-    format!("[{lo}, {hi})")
-}
-
-fn status(args: &JobArgs) -> u8 {
-    let (job, runtime) = match load(args) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let name = job.name.clone().unwrap_or_else(|| "job".into());
-    let result = runtime.block_on(async {
-        let target = shiftload::sink::Target::connect(&job.target).await?;
-        let store = CheckpointStore::new(
-            &target.database,
-            &job.checkpoint.collection,
-            &name,
-            "status",
-            std::time::Duration::from_secs(job.checkpoint.lease_seconds),
-        );
-        store.status().await
-    });
-    match result {
-        Ok(None) => {
-            println!("job {name}: never run");
-            exit::OK
-        }
-        Ok(Some(s)) => {
-            println!(
-                "job {name}: generation {} {} — {} partitions: {} done, {} running, {} pending, {} failed",
-                s.generation,
-                s.state,
-                s.partitions.len(),
-                s.count("done"),
-                s.count("running"),
-                s.count("pending"),
-                s.count("failed")
-            );
-            for p in &s.partitions {
-                println!(
-                    "  {:<28} {:<8} attempts {:<3} rows {:>12} {}{}",
-                    match &job.source.staging {
-                        Some(_) => format!("part {}", p.range.lo + 1),
-                        None => describe_range(&p.range, None),
-                    },
-                    p.state,
-                    p.attempts,
-                    group(p.rows.max(0) as u64),
-                    p.owner
-                        .as_deref()
-                        .filter(|_| p.state == "running")
-                        .unwrap_or(""),
-                    p.error
-                        .as_deref()
-                        .map(|e| format!("  last error: {e}"))
-                        .unwrap_or_default()
-                );
-            }
-            exit::OK
-        }
-        Err(e) => report(&e),
+    if !quiet || code != exit::OK {
+        print(&summary.render(&args.job));
     }
-}
-
-fn bench(args: &JobArgs, stage: BenchStage) -> u8 {
-    let (job, runtime) = match load(args) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    let stage = match stage {
-        BenchStage::Source => pipeline::Stage::Source,
-        BenchStage::Encode => pipeline::Stage::Encode,
-    };
-    match runtime.block_on(pipeline::drain(&job, stage)) {
-        Ok(s) => {
-            let secs = s.elapsed.as_secs_f64().max(1e-9);
-            println!(
-                "{stage:?}: {} rows in {} batches, {secs:.2} s, {} rows/s, Arrow {}, BSON {}, peak RSS {}",
-                s.rows,
-                s.batches,
-                (s.rows as f64 / secs) as u64,
-                bytes(s.arrow_bytes),
-                bytes(s.bson_bytes),
-                s.peak_rss_bytes.map(bytes).unwrap_or_else(|| "unknown".into())
-            );
-            exit::OK
-        }
-        Err(e) => report(&e),
-    }
+    code
 }
 
 fn report(e: &shiftload::Error) -> u8 {
     eprintln!("error: {}", redact::scrub(&e.to_string()));
-    if e.is_config() {
-        exit::CONFIG
-    } else {
-        exit::FAILED
-    }
-}
-
-fn render_summary(s: &RunSummary, job: &Path) -> String {
-    let secs = s.elapsed.as_secs_f64();
-    let headline = match s.outcome {
-        Outcome::Complete => "shiftload: transfer complete".to_string(),
-        Outcome::PartitionsFailed => format!(
-            "shiftload: {} partition(s) failed; run `shiftload run {}` again to retry them",
-            s.partitions_failed,
-            job.display()
-        ),
-        Outcome::Interrupted => format!(
-            "shiftload: interrupted; run `shiftload run {}` again to resume",
-            job.display()
-        ),
-    };
-    let mut out = format!("{headline}\n");
-    out.push_str(&format!(
-        "  target        {} (job {}, run {})\n",
-        s.namespace, s.job, s.generation
-    ));
-    out.push_str(&format!(
-        "  partitions    {} of {} done, {} failed; {} transferred here, {} retries\n",
-        s.partitions_done, s.partitions_total, s.partitions_failed, s.partitions_here, s.retries
-    ));
-    out.push_str(&format!("  rows read     {}\n", group(s.rows_read)));
-    out.push_str(&format!(
-        "  documents     {} inserted, {} already present\n",
-        group(s.writes.inserted),
-        group(s.writes.already_present)
-    ));
-    out.push_str(&format!(
-        "  volume        {} BSON in {} batches, {} requests\n",
-        bytes(s.writes.bytes),
-        s.batches,
-        s.writes.requests
-    ));
-    out.push_str(&format!("  elapsed       {secs:.2} s\n"));
-    out.push_str(&format!(
-        "  throughput    {} rows/s, {}/s\n",
-        group(s.rows_per_second() as u64),
-        bytes((s.writes.bytes as f64 / secs.max(1e-9)) as u64)
-    ));
-    out.push_str(&format!(
-        "  peak RSS      {} (memory budget {})\n",
-        s.peak_rss_bytes
-            .map(bytes)
-            .unwrap_or_else(|| "unknown".into()),
-        s.memory_budget
-    ));
-    if let Some(path) = &s.dead_letter_path {
-        out.push_str(&format!(
-            "  set aside     {} rows in {}\n",
-            group(s.rejected),
-            path.display()
-        ));
-    }
-    for f in s.failures.iter().take(5) {
-        out.push_str(&format!("  failed        {f}\n"));
-    }
-    out
-}
-
-fn group(n: u64) -> String {
-    shiftload::thousands(n)
-}
-
-fn bytes(n: u64) -> String {
-    ByteSize(n).to_string()
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTLOAD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
+    match e.is_config() {
+        true => exit::CONFIG,
+        false => exit::FAILED,
     }
 }

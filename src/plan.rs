@@ -11,8 +11,9 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::encode::bson::{date_string, timestamp_string};
 use crate::error::{Error, Result};
+use crate::sql::{quote_ident, trim_query};
+use crate::time::{date_string, parse_date, parse_timestamp, timestamp_string};
 
 /// How to cut the job into partitions.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -120,7 +121,74 @@ impl Range {
     }
 }
 
+/// One partition of a plan: a key range, or a staged part (its object key;
+/// the range then only orders the parts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub range: Range,
+    pub part: Option<String>,
+}
+
+impl Planned {
+    pub fn range(range: Range) -> Self {
+        Planned { range, part: None }
+    }
+
+    /// Part `index` of a staged result.
+    pub fn part(index: usize, key: String) -> Self {
+        let i = index as i64;
+        Planned {
+            range: Range {
+                lo: i,
+                hi: i + 1,
+                null: false,
+            },
+            part: Some(key),
+        }
+    }
+
+    /// The partition's id within its generation.
+    pub fn id(&self, job: &str, generation: i64) -> String {
+        let r = &self.range;
+        format!(
+            "{job}/{generation}/{}{}",
+            if r.null { "null" } else { "" },
+            r.lo
+        )
+    }
+}
+
+impl Range {
+    /// `[lo, hi)`, in the key's own terms when its type is known.
+    pub fn describe(&self, key: Option<KeyType>) -> String {
+        if self.null {
+            return "key IS NULL".into();
+        }
+        let show = |v: i64| key.map_or_else(|| v.to_string(), |k| k.display(v));
+        let lo = if self.lo == i64::MIN {
+            "-inf".into()
+        } else {
+            show(self.lo)
+        };
+        let hi = if self.hi == i64::MAX {
+            "+inf".into()
+        } else {
+            show(self.hi)
+        };
+        format!("[{lo}, {hi})")
+    }
+}
+
 impl KeyType {
+    /// `v` as a person reads a value of this type.
+    pub fn display(&self, v: i64) -> String {
+        match self {
+            KeyType::Int => v.to_string(),
+            KeyType::Date => date_string(v),
+            KeyType::Timestamp { tz } => timestamp_string(v, *tz).replace('T', " "),
+        }
+    }
+
     /// A literal of this type for `v`, safe to put into SQL.
     pub fn literal(&self, v: i64) -> String {
         match self {
@@ -263,110 +331,8 @@ pub fn ranges(
     Ok(out)
 }
 
-/// The job's query with a projection (`columns`) and a filter (a SQL
-/// predicate) pushed in, so that Redshift reads and sends only those.
-/// The query is kept on lines of its own: a trailing `--` comment cannot
-/// swallow what follows.
-pub fn pushdown_sql(query: &str, columns: Option<&[String]>, predicate: Option<&str>) -> String {
-    if columns.is_none() && predicate.is_none() {
-        return trim_query(query).to_string();
-    }
-    let select = columns.map_or("*".to_string(), |cs| {
-        cs.iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    });
-    let mut sql = format!(
-        "SELECT {select} FROM (\n{}\n) AS shiftload_src",
-        trim_query(query)
-    );
-    if let Some(p) = predicate {
-        sql.push_str(" WHERE ");
-        sql.push_str(p);
-    }
-    sql
-}
-
-pub(crate) fn trim_query(q: &str) -> &str {
-    q.trim().trim_end_matches(';').trim_end()
-}
-
-/// A double-quoted identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn parse_date(t: &str) -> Option<i64> {
-    let mut it = t.splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: u32 = it.next()?.parse().ok()?;
-    let d: u32 = it.next()?.get(..2)?.parse().ok()?;
-    ((1..=12).contains(&m) && (1..=31).contains(&d)).then(|| days_from_civil(y, m, d))
-}
-
-/// `YYYY-MM-DD[ HH:MM:SS[.ffffff]][+HH[:MM]]` → microseconds since the epoch (UTC).
-fn parse_timestamp(t: &str) -> Option<i64> {
-    let t = t.replace('T', " ");
-    let (date, rest) = t.split_once(' ').unwrap_or((t.as_str(), "00:00:00"));
-    let days = parse_date(date)?;
-    // A zone suffix: +HH, -HH, +HH:MM.
-    let (time, offset) = match rest.rfind(['+', '-']) {
-        Some(i) => {
-            let (time, zone) = rest.split_at(i);
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let mut parts = zone[1..].split(':');
-            let h: i64 = parts.next()?.parse().ok()?;
-            let m: i64 = parts.next().map_or(Some(0), |m| m.parse().ok())?;
-            (time, sign * (h * 3600 + m * 60))
-        }
-        None => (rest, 0),
-    };
-    let mut parts = time.split(':');
-    let h: i64 = parts.next()?.parse().ok()?;
-    let m: i64 = parts.next()?.parse().ok()?;
-    let sec = parts.next().unwrap_or("0");
-    let (s, frac) = sec.split_once('.').unwrap_or((sec, ""));
-    let s: i64 = s.parse().ok()?;
-    let micros: i64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{:0<6}", &frac[..frac.len().min(6)]).parse().ok()?
-    };
-    Some((days * 86_400 + h * 3600 + m * 60 + s - offset) * 1_000_000 + micros)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::pushdown_sql;
-
-    #[test]
-    fn pushdown_wraps_the_query() {
-        let cols = ["a".to_string(), "B c".to_string()];
-        assert_eq!(
-            pushdown_sql("SELECT * FROM t;  ", None, None),
-            "SELECT * FROM t"
-        );
-        assert_eq!(
-            pushdown_sql("SELECT * FROM t -- all", Some(&cols), Some("\"a\" > 1")),
-            "SELECT \"a\", \"B c\" FROM (\nSELECT * FROM t -- all\n) AS shiftload_src WHERE \"a\" > 1"
-        );
-        assert_eq!(
-            pushdown_sql("SELECT 1 AS a", None, Some("\"a\" = 1")),
-            "SELECT * FROM (\nSELECT 1 AS a\n) AS shiftload_src WHERE \"a\" = 1"
-        );
-    }
-
     use super::*;
 
     fn cfg(count: Option<u32>) -> PartitionConfig {

@@ -2,7 +2,6 @@
 //! fast encoder's bytes equal those of the `bson` crate serialising the
 //! equivalent `Document` (the naive path), document by document.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::*;
@@ -11,7 +10,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use proptest::prelude::*;
 use shiftload::config::{MappingConfig, NullPolicy};
 use shiftload::encode::{reference, Encoder};
-use shiftload::source::pgtypes::KIND_KEY;
+use shiftload::kind::FieldKind;
 
 /// One column's type and its generated values (None = NULL).
 #[derive(Debug, Clone)]
@@ -77,7 +76,7 @@ fn batch(cols: &[Col]) -> RecordBatch {
     let mut arrays: Vec<ArrayRef> = Vec::new();
     for (i, c) in cols.iter().enumerate() {
         let name = format!("c{i}");
-        let (dt, array, meta): (DataType, ArrayRef, Option<&str>) = match c {
+        let (dt, array, meta): (DataType, ArrayRef, Option<FieldKind>) = match c {
             Col::I16(v) => (
                 DataType::Int16,
                 Arc::new(arrow_array::Int16Array::from(v.clone())),
@@ -111,7 +110,7 @@ fn batch(cols: &[Col]) -> RecordBatch {
             Col::Text(v, char) => (
                 DataType::Utf8,
                 Arc::new(arrow_array::StringArray::from(v.clone())),
-                char.then_some("char"),
+                char.then_some(FieldKind::Char),
             ),
             Col::Bin(v) => {
                 let mut b = BinaryBuilder::new();
@@ -147,7 +146,7 @@ fn batch(cols: &[Col]) -> RecordBatch {
         };
         let mut f = Field::new(name, dt, true);
         if let Some(m) = meta {
-            f = f.with_metadata(HashMap::from([(KIND_KEY.to_string(), m.to_string())]));
+            f = m.mark(f);
         }
         fields.push(f);
         arrays.push(array);

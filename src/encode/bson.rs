@@ -95,53 +95,6 @@ pub fn decimal_string(unscaled: i128, scale: i8) -> String {
     }
 }
 
-/// (year, month, day) of a day count since 1970-01-01, proleptic Gregorian.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    (y, m, d)
-}
-
-fn fmt_year(y: i64) -> String {
-    if (0..=9999).contains(&y) {
-        format!("{y:04}")
-    } else {
-        format!("{y:+05}")
-    }
-}
-
-/// `YYYY-MM-DD` of a day count since the Unix epoch.
-pub fn date_string(days: i64) -> String {
-    let (y, m, d) = civil_from_days(days);
-    format!("{}-{m:02}-{d:02}", fmt_year(y))
-}
-
-/// `HH:MM:SS.ffffff` of microseconds since midnight.
-pub fn time_string(micros: i64) -> String {
-    let s = micros.div_euclid(1_000_000);
-    let f = micros.rem_euclid(1_000_000);
-    format!("{:02}:{:02}:{:02}.{f:06}", s / 3600, (s / 60) % 60, s % 60)
-}
-
-/// ISO 8601 with microseconds; `Z` appended when the value is known to be UTC.
-pub fn timestamp_string(micros: i64, utc: bool) -> String {
-    let days = micros.div_euclid(86_400_000_000);
-    let rest = micros.rem_euclid(86_400_000_000);
-    format!(
-        "{}T{}{}",
-        date_string(days),
-        time_string(rest),
-        if utc { "Z" } else { "" }
-    )
-}
-
 /// Why a JSON value could not be written as BSON.
 pub fn write_json(out: &mut Vec<u8>, key: &[u8], text: &str) -> Result<(), String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
@@ -247,14 +200,5 @@ mod tests {
         assert_eq!(decimal_string(5, 3), "0.005");
         assert_eq!(decimal_string(5, -2), "500");
         assert_eq!(decimal_string(0, 2), "0.00");
-    }
-
-    #[test]
-    fn dates_and_times() {
-        assert_eq!(date_string(0), "1970-01-01");
-        assert_eq!(date_string(-1), "1969-12-31");
-        assert_eq!(date_string(19_753), "2024-01-31");
-        assert_eq!(timestamp_string(-1, true), "1969-12-31T23:59:59.999999Z");
-        assert_eq!(time_string(3_723_000_004), "01:02:03.000004");
     }
 }

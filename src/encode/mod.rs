@@ -12,6 +12,7 @@
 //! `_id` is always written first: the driver looks for it there.
 
 pub mod bson;
+mod column;
 #[doc(hidden)]
 pub mod reference;
 
@@ -20,12 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    Time64MicrosecondType, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use rayon::prelude::*;
 
@@ -34,7 +32,7 @@ use crate::config::{
     DecimalPolicy, JsonPolicy, MappingConfig, NullPolicy, OverflowPolicy, TimestampPolicy,
 };
 use crate::error::{Error, Result};
-use crate::source::pgtypes::KIND_KEY;
+use column::{make_encoder, ColumnEncoder};
 
 /// Documents encoded from one row range, back to back. Each document starts
 /// with its own little-endian i32 length, so no offsets are kept.
@@ -125,7 +123,7 @@ enum Node {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Options {
+pub(crate) struct Options {
     null: NullPolicy,
     decimal: DecimalPolicy,
     decimal_overflow: OverflowPolicy,
@@ -337,10 +335,7 @@ impl Encoder {
                     &leaf.key,
                     self.plan.options,
                 )
-                .map(|e| ColumnEncoder {
-                    finite_only: self.finite_only,
-                    ..e
-                })
+                .map(|e| e.finite_only(self.finite_only))
             })
             .collect::<Result<Vec<_>>>()?;
         let threads = rayon::current_num_threads().max(1);
@@ -548,8 +543,10 @@ fn display_value(array: &ArrayRef, row: usize) -> String {
         DataType::Decimal128(_, s) => {
             b::decimal_string(array.as_primitive::<Decimal128Type>().value(row), *s)
         }
-        DataType::Date32 => b::date_string(array.as_primitive::<Date32Type>().value(row) as i64),
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => b::timestamp_string(
+        DataType::Date32 => {
+            crate::time::date_string(array.as_primitive::<Date32Type>().value(row) as i64)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => crate::time::timestamp_string(
             array.as_primitive::<TimestampMicrosecondType>().value(row),
             tz.is_some(),
         ),
@@ -557,7 +554,7 @@ fn display_value(array: &ArrayRef, row: usize) -> String {
     }
 }
 
-fn check_encodable(field: &Field) -> Result<()> {
+pub(super) fn check_encodable(field: &Field) -> Result<()> {
     let ok = matches!(
         field.data_type(),
         DataType::Boolean
@@ -582,416 +579,5 @@ fn check_encodable(field: &Field) -> Result<()> {
             type_name: format!("Arrow {}", field.data_type()),
             hint: String::new(),
         })
-    }
-}
-
-/// One column bound to one batch: its values as plain slices, its nulls, and
-/// its key pre-encoded. The row loop matches on `values` (a jump table, no
-/// virtual call) and writes type byte, key and value into the buffer.
-struct ColumnEncoder<'a> {
-    nulls: Option<NullBuffer>,
-    /// Type byte + key + NUL, for the columns whose BSON type is fixed.
-    prefix: Vec<u8>,
-    /// Key + NUL, for the columns whose BSON type depends on the value.
-    key: Vec<u8>,
-    values: Values<'a>,
-    /// Refuse NaN and ±Infinity.
-    finite_only: bool,
-}
-
-enum Values<'a> {
-    I16(&'a [i16]),
-    I32(&'a [i32]),
-    I64(&'a [i64]),
-    F32(&'a [f32]),
-    F64(&'a [f64]),
-    Bool(&'a arrow_array::BooleanArray),
-    Str {
-        offsets: &'a [i32],
-        data: &'a [u8],
-        trim: bool,
-    },
-    LargeStr(&'a arrow_array::LargeStringArray),
-    Json(JsonText<'a>),
-    Bin {
-        offsets: &'a [i32],
-        data: &'a [u8],
-    },
-    Decimal {
-        values: &'a [i128],
-        scale: i8,
-        policy: DecimalPolicy,
-        overflow: OverflowPolicy,
-    },
-    Date {
-        days: &'a [i32],
-        policy: TimestampPolicy,
-    },
-    Timestamp {
-        values: &'a [i64],
-        /// Multiplier to microseconds (s, ms, µs), or 0 for nanoseconds.
-        to_micros: i64,
-        utc: bool,
-        policy: TimestampPolicy,
-    },
-    Time {
-        micros: &'a [i64],
-        policy: TimestampPolicy,
-    },
-}
-
-impl ColumnEncoder<'_> {
-    #[inline(always)]
-    fn is_null(&self, row: usize) -> bool {
-        self.nulls.as_ref().is_some_and(|n| n.is_null(row))
-    }
-
-    /// Append the element for a non-null `row`.
-    #[inline(always)]
-    fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        match &self.values {
-            Values::I16(v) => {
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&(v[row] as i32).to_le_bytes());
-            }
-            Values::I32(v) => {
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&v[row].to_le_bytes());
-            }
-            Values::I64(v) => {
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&v[row].to_le_bytes());
-            }
-            Values::F32(v) => {
-                let x = v[row] as f64;
-                if self.finite_only && !x.is_finite() {
-                    return Err(non_finite(x));
-                }
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-            Values::F64(v) => {
-                let x = v[row];
-                if self.finite_only && !x.is_finite() {
-                    return Err(non_finite(x));
-                }
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-            Values::Bool(v) => {
-                out.extend_from_slice(&self.prefix);
-                out.push(v.value(row) as u8);
-            }
-            Values::Str {
-                offsets,
-                data,
-                trim,
-            } => {
-                let mut s = &data[offsets[row] as usize..offsets[row + 1] as usize];
-                if *trim {
-                    while let [rest @ .., b' '] = s {
-                        s = rest;
-                    }
-                }
-                out.extend_from_slice(&self.prefix);
-                b::put_str(out, s);
-            }
-            Values::LargeStr(v) => {
-                out.extend_from_slice(&self.prefix);
-                b::put_str(out, v.value(row).as_bytes());
-            }
-            Values::Json(JsonText::Utf8(a)) => b::write_json(out, &self.key, a.value(row))?,
-            Values::Json(JsonText::LargeUtf8(a)) => b::write_json(out, &self.key, a.value(row))?,
-            Values::Bin { offsets, data } => {
-                let bytes = &data[offsets[row] as usize..offsets[row + 1] as usize];
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
-                out.push(0); // generic binary subtype
-                out.extend_from_slice(bytes);
-            }
-            Values::Decimal {
-                values,
-                scale,
-                policy,
-                overflow,
-            } => encode_decimal(values[row], *scale, *policy, *overflow, &self.key, out)?,
-            Values::Date { days, policy } => {
-                let instant = match days[row] {
-                    i32::MAX => Instant::Infinity(true),
-                    i32::MIN => Instant::Infinity(false),
-                    d => Instant::Day(d as i64),
-                };
-                encode_instant(instant, *policy, true, &self.key, out);
-            }
-            Values::Timestamp {
-                values,
-                to_micros,
-                utc,
-                policy,
-            } => {
-                let v = values[row];
-                let instant = match (*to_micros, v) {
-                    (1, i64::MAX) => Instant::Infinity(true),
-                    (1, i64::MIN) => Instant::Infinity(false),
-                    (1, v) => Instant::Micros(v),
-                    (0, v) => Instant::Micros(v.div_euclid(1_000)),
-                    (m, v) => Instant::Micros(v.saturating_mul(m)),
-                };
-                encode_instant(instant, *policy, *utc, &self.key, out);
-            }
-            Values::Time { micros, policy } => {
-                let v = micros[row];
-                if *policy == TimestampPolicy::Micros {
-                    b::put_element(out, b::INT64, &self.key);
-                    out.extend_from_slice(&v.to_le_bytes());
-                } else {
-                    b::put_element(out, b::STRING, &self.key);
-                    b::put_str(out, b::time_string(v).as_bytes());
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn make_encoder<'a>(
-    array: &'a ArrayRef,
-    field: &Field,
-    key: &[u8],
-    o: Options,
-) -> Result<ColumnEncoder<'a>> {
-    let kind = field.metadata().get(KIND_KEY).map(String::as_str);
-    let (ty, values) = match array.data_type() {
-        DataType::Boolean => (b::BOOLEAN, Values::Bool(array.as_boolean())),
-        DataType::Int16 => (
-            b::INT32,
-            Values::I16(array.as_primitive::<Int16Type>().values()),
-        ),
-        DataType::Int32 => (
-            b::INT32,
-            Values::I32(array.as_primitive::<Int32Type>().values()),
-        ),
-        DataType::Int64 => (
-            b::INT64,
-            Values::I64(array.as_primitive::<Int64Type>().values()),
-        ),
-        DataType::Float32 => (
-            b::DOUBLE,
-            Values::F32(array.as_primitive::<Float32Type>().values()),
-        ),
-        DataType::Float64 => (
-            b::DOUBLE,
-            Values::F64(array.as_primitive::<Float64Type>().values()),
-        ),
-        DataType::Utf8 | DataType::LargeUtf8
-            if kind == Some("json") && o.json == JsonPolicy::Parse =>
-        {
-            let text = if array.data_type() == &DataType::Utf8 {
-                JsonText::Utf8(array.as_string::<i32>())
-            } else {
-                JsonText::LargeUtf8(array.as_string::<i64>())
-            };
-            (0, Values::Json(text))
-        }
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            let values = Values::Str {
-                offsets: a.value_offsets(),
-                data: a.value_data(),
-                trim: kind == Some("char") && o.trim_char,
-            };
-            (b::STRING, values)
-        }
-        DataType::LargeUtf8 => (b::STRING, Values::LargeStr(array.as_string::<i64>())),
-        DataType::Binary => {
-            let a = array.as_binary::<i32>();
-            (
-                b::BINARY,
-                Values::Bin {
-                    offsets: a.value_offsets(),
-                    data: a.value_data(),
-                },
-            )
-        }
-        DataType::Decimal128(_, scale) => (
-            0,
-            Values::Decimal {
-                values: array.as_primitive::<Decimal128Type>().values(),
-                scale: *scale,
-                policy: o.decimal,
-                overflow: o.decimal_overflow,
-            },
-        ),
-        DataType::Date32 => (
-            0,
-            Values::Date {
-                days: array.as_primitive::<Date32Type>().values(),
-                policy: o.timestamp,
-            },
-        ),
-        DataType::Timestamp(unit, tz) => {
-            let (values, to_micros): (&[i64], i64) = match unit {
-                TimeUnit::Second => (
-                    array.as_primitive::<TimestampSecondType>().values(),
-                    1_000_000,
-                ),
-                TimeUnit::Millisecond => (
-                    array.as_primitive::<TimestampMillisecondType>().values(),
-                    1_000,
-                ),
-                TimeUnit::Microsecond => {
-                    (array.as_primitive::<TimestampMicrosecondType>().values(), 1)
-                }
-                TimeUnit::Nanosecond => {
-                    (array.as_primitive::<TimestampNanosecondType>().values(), 0)
-                }
-            };
-            (
-                0,
-                Values::Timestamp {
-                    values,
-                    to_micros,
-                    utc: tz.is_some(),
-                    policy: o.timestamp,
-                },
-            )
-        }
-        DataType::Time64(TimeUnit::Microsecond) => (
-            0,
-            Values::Time {
-                micros: array.as_primitive::<Time64MicrosecondType>().values(),
-                policy: o.timestamp,
-            },
-        ),
-        _ => {
-            check_encodable(field)?;
-            unreachable!("check_encodable accepts only the types matched above")
-        }
-    };
-    let mut prefix = Vec::with_capacity(key.len() + 1);
-    prefix.push(ty);
-    prefix.extend_from_slice(key);
-    Ok(ColumnEncoder {
-        nulls: array.logical_nulls(),
-        prefix,
-        key: key.to_vec(),
-        values,
-        finite_only: false,
-    })
-}
-
-fn non_finite(x: f64) -> String {
-    format!("{x} cannot be stored by the target server (FerretDB v1 refuses NaN and ±Infinity)")
-}
-
-/// JSON text columns, parsed value by value.
-enum JsonText<'a> {
-    Utf8(&'a arrow_array::StringArray),
-    LargeUtf8(&'a arrow_array::LargeStringArray),
-}
-
-fn encode_decimal(
-    v: i128,
-    scale: i8,
-    policy: DecimalPolicy,
-    overflow: OverflowPolicy,
-    key: &[u8],
-    out: &mut Vec<u8>,
-) -> std::result::Result<(), String> {
-    match policy {
-        DecimalPolicy::Decimal128 => match b::decimal128(v, scale) {
-            Some(bytes) => {
-                b::put_element(out, b::DECIMAL128, key);
-                out.extend_from_slice(&bytes);
-            }
-            None if overflow == OverflowPolicy::String => {
-                b::put_element(out, b::STRING, key);
-                b::put_str(out, b::decimal_string(v, scale).as_bytes());
-            }
-            None => {
-                return Err(format!(
-                    "{} has more than 34 significant digits, which BSON Decimal128 cannot hold \
-                     exactly; set mapping.decimal_overflow = \"string\" or mapping.decimal = \"string\"",
-                    b::decimal_string(v, scale)
-                ))
-            }
-        },
-        DecimalPolicy::Double => {
-            let f: f64 = b::decimal_string(v, scale)
-                .parse()
-                .map_err(|e| format!("{e}"))?;
-            b::put_element(out, b::DOUBLE, key);
-            out.extend_from_slice(&f.to_le_bytes());
-        }
-        DecimalPolicy::String => {
-            b::put_element(out, b::STRING, key);
-            b::put_str(out, b::decimal_string(v, scale).as_bytes());
-        }
-    }
-    Ok(())
-}
-
-/// A time point in microseconds, a day, or ±infinity.
-enum Instant {
-    Micros(i64),
-    Day(i64),
-    Infinity(bool),
-}
-
-#[inline(always)]
-fn encode_instant(
-    instant: Instant,
-    policy: TimestampPolicy,
-    utc: bool,
-    key: &[u8],
-    out: &mut Vec<u8>,
-) {
-    match policy {
-        TimestampPolicy::Datetime => {
-            let ms = match instant {
-                // Truncate toward minus infinity: -1 µs is -1 ms.
-                Instant::Micros(us) => us.div_euclid(1_000),
-                Instant::Day(d) => d * 86_400_000,
-                Instant::Infinity(pos) => {
-                    if pos {
-                        i64::MAX
-                    } else {
-                        i64::MIN
-                    }
-                }
-            };
-            b::put_element(out, b::DATETIME, key);
-            out.extend_from_slice(&ms.to_le_bytes());
-        }
-        TimestampPolicy::Micros => {
-            let us = match instant {
-                Instant::Micros(us) => us,
-                Instant::Day(d) => d.saturating_mul(86_400_000_000),
-                Instant::Infinity(pos) => {
-                    if pos {
-                        i64::MAX
-                    } else {
-                        i64::MIN
-                    }
-                }
-            };
-            b::put_element(out, b::INT64, key);
-            out.extend_from_slice(&us.to_le_bytes());
-        }
-        TimestampPolicy::String => {
-            let text = match instant {
-                Instant::Micros(us) => b::timestamp_string(us, utc),
-                Instant::Day(d) => b::date_string(d),
-                Instant::Infinity(pos) => {
-                    if pos {
-                        "infinity".into()
-                    } else {
-                        "-infinity".into()
-                    }
-                }
-            };
-            b::put_element(out, b::STRING, key);
-            b::put_str(out, text.as_bytes());
-        }
     }
 }

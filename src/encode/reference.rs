@@ -19,7 +19,7 @@ use bson::{Bson, Document};
 
 use super::bson as b;
 use crate::config::NullPolicy;
-use crate::source::pgtypes::KIND_KEY;
+use crate::kind::FieldKind;
 
 /// The document for `row`, `_id` first when `id_column` is given.
 pub fn document(
@@ -74,8 +74,8 @@ fn value(batch: &RecordBatch, c: usize, row: usize) -> Option<Bson> {
         DataType::Float64 => Bson::Double(a.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => {
             let s = a.as_string::<i32>().value(row);
-            match field.metadata().get(KIND_KEY).map(String::as_str) {
-                Some("char") => Bson::String(s.trim_end_matches(' ').to_string()),
+            match FieldKind::of(field) {
+                Some(FieldKind::Char) => Bson::String(s.trim_end_matches(' ').to_string()),
                 _ => Bson::String(s.to_string()),
             }
         }
@@ -94,7 +94,7 @@ fn value(batch: &RecordBatch, c: usize, row: usize) -> Option<Bson> {
             let us = a.as_primitive::<TimestampMicrosecondType>().value(row);
             Bson::DateTime(bson::DateTime::from_millis(us.div_euclid(1000)))
         }
-        DataType::Time64(TimeUnit::Microsecond) => Bson::String(b::time_string(
+        DataType::Time64(TimeUnit::Microsecond) => Bson::String(crate::time::time_string(
             a.as_primitive::<Time64MicrosecondType>().value(row),
         )),
         other => panic!("reference path does not cover {other}"),

@@ -35,9 +35,10 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use super::SourceBatch;
 use crate::config::StagingConfig;
-use crate::error::{Error, Result};
+use crate::error::{Class, Error, Result};
 use crate::filter::{Expr, Filter};
 use crate::memory::Budget;
+use crate::sql::{redshift_literal, trim_query};
 
 const SYSTEM: &str = "S3";
 
@@ -61,6 +62,9 @@ fn parquet_err(part: &str, e: impl std::fmt::Display) -> Error {
         system: SYSTEM,
         message: format!("Parquet part {part}: {e}"),
         code: None,
+        // A read may fail on the network as well as on a corrupt part:
+        // retried, and the part fails alone after its attempts.
+        class: Class::Transient,
     }
 }
 
@@ -467,19 +471,13 @@ impl ParquetSource {
     }
 }
 
-/// Escape SQL text for a Redshift string literal: quotes and backslashes
-/// doubled (Redshift reads a backslash in a literal as an escape).
-fn redshift_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
-}
-
 /// The UNLOAD statement that writes `query`'s result as Parquet parts
 /// under `url`.
 pub fn unload_sql(query: &str, url: &str, iam_role: &str, max_file_size: u64) -> String {
     let mb = (max_file_size / (1 << 20)).clamp(5, 6200);
     format!(
         "UNLOAD ({}) TO {} IAM_ROLE {} FORMAT AS PARQUET MAXFILESIZE {mb} MB",
-        redshift_literal(crate::plan::trim_query(query)),
+        redshift_literal(trim_query(query)),
         redshift_literal(url),
         redshift_literal(iam_role),
     )

@@ -6,7 +6,6 @@
 //! one column at a time. `docs/TYPES.md` is the table a user reads; this is
 //! the code behind it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -19,10 +18,7 @@ use arrow_schema::{DataType, Field, TimeUnit};
 use tokio_postgres::types::Type;
 
 use crate::error::{Error, Result};
-
-/// Field metadata key telling the encoder how a text column was typed at the
-/// source (`char` for blank-padded CHAR(n), `json` for JSON/JSONB/SUPER).
-pub const KIND_KEY: &str = "shiftload.kind";
+use crate::kind::FieldKind;
 
 /// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -112,8 +108,8 @@ impl PgKind {
             PgKind::Float4 => (DataType::Float32, None),
             PgKind::Float8 => (DataType::Float64, None),
             PgKind::Numeric { precision, scale } => (DataType::Decimal128(precision, scale), None),
-            PgKind::Text { padded } => (DataType::Utf8, padded.then_some("char")),
-            PgKind::Json { .. } => (DataType::Utf8, Some("json")),
+            PgKind::Text { padded } => (DataType::Utf8, padded.then_some(FieldKind::Char)),
+            PgKind::Json { .. } => (DataType::Utf8, Some(FieldKind::Json)),
             PgKind::Bytea => (DataType::Binary, None),
             PgKind::Date => (DataType::Date32, None),
             PgKind::Timestamp => (DataType::Timestamp(TimeUnit::Microsecond, None), None),
@@ -125,7 +121,7 @@ impl PgKind {
         };
         let field = Field::new(name, data_type, true);
         match kind {
-            Some(k) => field.with_metadata(HashMap::from([(KIND_KEY.to_string(), k.to_string())])),
+            Some(k) => k.mark(field),
             None => field,
         }
     }

@@ -9,13 +9,15 @@
 //! String values may refer to environment variables as `${NAME}`, so that
 //! secrets stay out of the file; `$$` is a literal `$`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+mod mapping;
+pub use mapping::*;
 
 /// A transfer job: one query, one target collection.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -215,124 +217,6 @@ pub enum SendMode {
     Command,
 }
 
-/// How result columns become document fields.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MappingConfig {
-    /// Key columns that make `_id`: one column gives its value, several give a
-    /// sub-document `{col1: .., col2: ..}`. Without it each document gets a
-    /// fresh ObjectId, which is not safe to re-run (a retry duplicates rows).
-    #[serde(default)]
-    pub id: Vec<String>,
-    /// Columns to keep (default: all). Cannot be combined with `exclude`.
-    #[serde(default)]
-    pub include: Option<Vec<String>>,
-    /// Columns to drop.
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Column → field path. A dotted path (`address.city`) builds nested
-    /// documents.
-    #[serde(default)]
-    pub rename: BTreeMap<String, String>,
-    /// What a SQL NULL becomes.
-    #[serde(default)]
-    pub null: NullPolicy,
-    /// What DECIMAL/NUMERIC values become.
-    #[serde(default)]
-    pub decimal: DecimalPolicy,
-    /// What happens to a decimal with more than 34 significant digits, which
-    /// BSON Decimal128 cannot hold exactly.
-    #[serde(default)]
-    pub decimal_overflow: OverflowPolicy,
-    /// What DATE, TIMESTAMP and TIMESTAMPTZ values become.
-    #[serde(default)]
-    pub timestamp: TimestampPolicy,
-    /// What JSON/JSONB/SUPER text becomes.
-    #[serde(default)]
-    pub json: JsonPolicy,
-    /// Strip the trailing blanks that CHAR(n) pads values with.
-    #[serde(default = "default_true")]
-    pub trim_char: bool,
-}
-
-impl Default for MappingConfig {
-    fn default() -> Self {
-        MappingConfig {
-            id: Vec::new(),
-            include: None,
-            exclude: Vec::new(),
-            rename: BTreeMap::new(),
-            null: NullPolicy::default(),
-            decimal: DecimalPolicy::default(),
-            decimal_overflow: OverflowPolicy::default(),
-            timestamp: TimestampPolicy::default(),
-            json: JsonPolicy::default(),
-            trim_char: true,
-        }
-    }
-}
-
-/// What a SQL NULL becomes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NullPolicy {
-    /// Leave the field out of the document.
-    #[default]
-    Omit,
-    /// Write a BSON null.
-    Null,
-}
-
-/// What DECIMAL/NUMERIC values become.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DecimalPolicy {
-    /// BSON Decimal128, exact (up to 34 significant digits).
-    #[default]
-    Decimal128,
-    /// BSON double: lossy beyond 15-17 significant digits.
-    Double,
-    /// The decimal's text, e.g. `"12.3400"`.
-    String,
-}
-
-/// What happens to a decimal that BSON Decimal128 cannot hold exactly.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OverflowPolicy {
-    /// Stop the run with an error naming the column and row key.
-    #[default]
-    Error,
-    /// Write the exact value as a string.
-    String,
-}
-
-/// What DATE, TIMESTAMP and TIMESTAMPTZ values become.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TimestampPolicy {
-    /// BSON datetime (milliseconds since the epoch, UTC); microseconds are
-    /// truncated toward minus infinity.
-    #[default]
-    Datetime,
-    /// ISO 8601 text with microseconds (`2024-01-31T12:00:00.123456Z`, or
-    /// `2024-01-31` for a DATE).
-    String,
-    /// int64 microseconds since the Unix epoch.
-    Micros,
-}
-
-/// What JSON/JSONB/SUPER text becomes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JsonPolicy {
-    /// Embedded documents and arrays.
-    #[default]
-    Parse,
-    /// The JSON text as a string.
-    String,
-}
-
 fn default_fetch_rows() -> u32 {
     65_536
 }
@@ -341,9 +225,6 @@ fn default_writers() -> usize {
 }
 fn default_write_batch_docs() -> usize {
     10_000
-}
-fn default_true() -> bool {
-    true
 }
 
 impl JobConfig {
@@ -399,6 +280,13 @@ impl JobConfig {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        self.check_source()?;
+        self.check_target()?;
+        self.check_limits()?;
+        self.mapping.check()
+    }
+
+    fn check_source(&self) -> std::result::Result<(), String> {
         let existing = self
             .source
             .staging
@@ -441,19 +329,6 @@ impl JobConfig {
                 );
             }
         }
-        let nonempty = [
-            ("target.uri", &self.target.uri),
-            ("target.database", &self.target.database),
-            ("target.collection", &self.target.collection),
-        ];
-        for (key, value) in nonempty {
-            if value.trim().is_empty() {
-                return Err(format!("`{key}` is empty"));
-            }
-        }
-        if self.memory_limit.is_some_and(|m| m.0 < 4 << 20) {
-            return Err("`memory_limit` must be at least 4MiB".into());
-        }
         if let Some(p) = &self.partition {
             if self.mapping.id.is_empty() {
                 return Err("`partition` needs `mapping.id`: a partition that is retried or resumed \
@@ -465,20 +340,19 @@ impl JobConfig {
                 return Err("`partition.parallel` must be between 1 and 64".into());
             }
         }
-        if self.checkpoint.lease_seconds < 2 {
-            return Err("`checkpoint.lease_seconds` must be at least 2".into());
-        }
-        if self.retry.max_attempts == 0 {
-            return Err("`retry.max_attempts` must be at least 1".into());
-        }
-        if self.source.fetch_rows == 0 {
-            return Err("`source.fetch_rows` must be at least 1".into());
-        }
-        if !(1..=64).contains(&self.target.writers) {
-            return Err("`target.writers` must be between 1 and 64".into());
-        }
-        if self.target.write_batch_docs == 0 {
-            return Err("`target.write_batch_docs` must be at least 1".into());
+        Ok(())
+    }
+
+    fn check_target(&self) -> std::result::Result<(), String> {
+        let nonempty = [
+            ("target.uri", &self.target.uri),
+            ("target.database", &self.target.database),
+            ("target.collection", &self.target.collection),
+        ];
+        for (key, value) in nonempty {
+            if value.trim().is_empty() {
+                return Err(format!("`{key}` is empty"));
+            }
         }
         if self
             .target
@@ -498,64 +372,30 @@ impl JobConfig {
                 self.target.collection
             ));
         }
-        let m = &self.mapping;
-        if m.include.is_some() && !m.exclude.is_empty() {
-            return Err("`mapping.include` and `mapping.exclude` cannot both be set".into());
+        Ok(())
+    }
+
+    fn check_limits(&self) -> std::result::Result<(), String> {
+        if self.memory_limit.is_some_and(|m| m.0 < 4 << 20) {
+            return Err("`memory_limit` must be at least 4MiB".into());
         }
-        for (column, path) in &m.rename {
-            check_field_path(path)
-                .map_err(|why| format!("`mapping.rename.{column}` = {path:?}: {why}"))?;
+        if self.checkpoint.lease_seconds < 2 {
+            return Err("`checkpoint.lease_seconds` must be at least 2".into());
         }
-        let mut seen = std::collections::HashSet::new();
-        for c in &m.id {
-            if !seen.insert(c) {
-                return Err(format!("`mapping.id` names column `{c}` twice"));
-            }
+        if self.retry.max_attempts == 0 {
+            return Err("`retry.max_attempts` must be at least 1".into());
+        }
+        if self.source.fetch_rows == 0 {
+            return Err("`source.fetch_rows` must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.target.writers) {
+            return Err("`target.writers` must be between 1 and 64".into());
+        }
+        if self.target.write_batch_docs == 0 {
+            return Err("`target.write_batch_docs` must be at least 1".into());
         }
         Ok(())
     }
-}
-
-impl MappingConfig {
-    /// The result columns the mapping writes (`_id` key columns, then the
-    /// included ones), in result order: what a source needs to fetch.
-    pub fn columns_used(&self, all: &[String]) -> Vec<String> {
-        all.iter()
-            .filter(|c| {
-                self.id.contains(c)
-                    || match &self.include {
-                        Some(list) => list.contains(c),
-                        None => !self.exclude.contains(c),
-                    }
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// The mapping for a result narrowed to `columns`: settings about
-    /// columns that were not fetched are dropped.
-    pub fn narrowed_to(&self, columns: &[String]) -> MappingConfig {
-        let mut m = self.clone();
-        m.exclude.retain(|c| columns.contains(c));
-        m.rename.retain(|c, _| columns.contains(c));
-        m
-    }
-}
-
-/// Check a dotted field path for what MongoDB (and compatible servers) reject.
-pub fn check_field_path(path: &str) -> std::result::Result<(), &'static str> {
-    for part in path.split('.') {
-        if part.is_empty() {
-            return Err("a path segment is empty");
-        }
-        if part.starts_with('$') {
-            return Err("a field name cannot start with `$`");
-        }
-        if part.contains('\0') {
-            return Err("a field name cannot contain NUL");
-        }
-    }
-    Ok(())
 }
 
 /// Expand `${NAME}` from the environment; `$$` is a literal `$`.

@@ -1,0 +1,286 @@
+//! The checkpoint in this process's memory: the same rules as the MongoDB
+//! store, for tests of the pipeline and for runs that need no resume.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{
+    changed_job, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
+    PartitionStats, PartitionStatus, Planned,
+};
+use crate::error::Result;
+use crate::plan::Range;
+
+struct Partition {
+    work: Planned,
+    state: PartitionState,
+    attempts: i32,
+    timeouts: u32,
+    owner: Option<String>,
+    lease_until: Option<Instant>,
+    failed_by: Option<String>,
+    rows: i64,
+    error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    generation: i64,
+    job: Option<JobState>,
+    fingerprint: String,
+    /// By id; ids sort as the MongoDB store claims (null keys last).
+    partitions: BTreeMap<(bool, i64), (String, Partition)>,
+}
+
+/// A checkpoint store in memory. Clones of one store share its state when
+/// wrapped in an `Arc`; each worker has its own `owner`.
+pub struct MemoryStore {
+    job: String,
+    owner: String,
+    lease: Duration,
+    state: std::sync::Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    pub fn new(job: &str, owner: &str, lease: Duration) -> Self {
+        MemoryStore {
+            job: job.into(),
+            owner: owner.into(),
+            lease,
+            state: Default::default(),
+        }
+    }
+
+    /// Another worker of the same job, sharing this store's state.
+    pub fn worker(&self, owner: &str) -> Self {
+        MemoryStore {
+            job: self.job.clone(),
+            owner: owner.into(),
+            lease: self.lease,
+            state: self.state.clone(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().expect("not poisoned"))
+    }
+
+    /// Apply `f` to the claimed partition if this worker still owns it.
+    fn with_mine(&self, claim: &Claim, f: impl FnOnce(&mut Partition)) {
+        self.with(|s| {
+            let key = (claim.work.range.null, claim.work.range.lo);
+            if let Some((_, p)) = s.partitions.get_mut(&key) {
+                if p.owner.as_deref() == Some(&self.owner) {
+                    f(p);
+                }
+            }
+        })
+    }
+
+    fn partition(&self, work: Planned, generation: i64) -> (String, Partition) {
+        (
+            work.id(&self.job, generation),
+            Partition {
+                work,
+                state: PartitionState::Pending,
+                attempts: 0,
+                timeouts: 0,
+                owner: None,
+                lease_until: None,
+                failed_by: None,
+                rows: 0,
+                error: None,
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryStore {
+    async fn begin(&self, fingerprint: &str, restart: bool) -> Result<Begin> {
+        loop {
+            let turn = self.with(|s| {
+                if restart {
+                    s.partitions.clear();
+                    s.job = Some(JobState::Complete);
+                }
+                match s.job {
+                    Some(JobState::Running) if s.fingerprint != fingerprint => {
+                        Some(Err(changed_job(&self.job)))
+                    }
+                    Some(JobState::Running) => Some(Ok(Begin::Resume {
+                        generation: s.generation,
+                    })),
+                    Some(JobState::Planning) => None,
+                    Some(JobState::Complete) | None => {
+                        s.job = Some(JobState::Planning);
+                        Some(Ok(Begin::Plan {
+                            previous: s.generation,
+                        }))
+                    }
+                }
+            });
+            match turn {
+                Some(r) => return r,
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn commit_plan(
+        &self,
+        fingerprint: &str,
+        previous: i64,
+        partitions: &[Planned],
+    ) -> Result<i64> {
+        let next = previous + 1;
+        let docs: Vec<_> = partitions
+            .iter()
+            .map(|p| self.partition(p.clone(), next))
+            .collect();
+        self.with(|s| {
+            s.partitions = docs
+                .into_iter()
+                .map(|(id, p)| ((p.work.range.null, p.work.range.lo), (id, p)))
+                .collect();
+            s.generation = next;
+            s.fingerprint = fingerprint.into();
+            s.job = Some(JobState::Running);
+        });
+        Ok(next)
+    }
+
+    async fn abandon_plan(&self, _previous: i64) {
+        self.with(|s| s.job = Some(JobState::Complete));
+    }
+
+    async fn claim(&self, generation: i64) -> Result<Option<Claim>> {
+        let now = Instant::now();
+        Ok(self.with(|s| {
+            if s.generation != generation {
+                return None;
+            }
+            let (id, p) = s.partitions.values_mut().find(|(_, p)| match p.state {
+                PartitionState::Pending => true,
+                PartitionState::Running => p.lease_until.is_some_and(|l| l < now),
+                PartitionState::Failed => p.failed_by.as_deref() != Some(&self.owner),
+                PartitionState::Done => false,
+            })?;
+            p.state = PartitionState::Running;
+            p.owner = Some(self.owner.clone());
+            p.lease_until = Some(now + self.lease);
+            p.attempts += 1;
+            Some(Claim {
+                id: id.clone(),
+                generation,
+                work: p.work.clone(),
+                attempts: p.attempts,
+                timeouts: p.timeouts,
+            })
+        }))
+    }
+
+    async fn heartbeat(&self, claim: &Claim) -> Result<bool> {
+        let mut ours = false;
+        self.with_mine(claim, |p| {
+            if p.state == PartitionState::Running {
+                p.lease_until = Some(Instant::now() + self.lease);
+                ours = true;
+            }
+        });
+        Ok(ours)
+    }
+
+    async fn retrying(&self, claim: &Claim, error: &str, timeout: bool) -> Result<()> {
+        self.with_mine(claim, |p| {
+            p.attempts += 1;
+            p.timeouts += timeout as u32;
+            p.error = Some(error.into());
+            p.lease_until = Some(Instant::now() + self.lease);
+        });
+        Ok(())
+    }
+
+    async fn done(&self, claim: &Claim, stats: &PartitionStats) -> Result<()> {
+        self.with_mine(claim, |p| {
+            p.state = PartitionState::Done;
+            p.rows = stats.rows as i64;
+            p.lease_until = None;
+        });
+        Ok(())
+    }
+
+    async fn failed(&self, claim: &Claim, error: &str) -> Result<()> {
+        self.with_mine(claim, |p| {
+            p.state = PartitionState::Failed;
+            p.error = Some(error.into());
+            p.failed_by = Some(self.owner.clone());
+            p.lease_until = None;
+        });
+        Ok(())
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<()> {
+        self.with_mine(claim, |p| {
+            if p.state == PartitionState::Running {
+                p.state = PartitionState::Pending;
+                p.owner = None;
+                p.lease_until = None;
+            }
+        });
+        Ok(())
+    }
+
+    async fn split(&self, claim: &Claim, halves: (Range, Range)) -> Result<()> {
+        let (a, b) = halves;
+        let (id, second) = self.partition(Planned::range(b), claim.generation);
+        self.with(|s| s.partitions.insert((b.null, b.lo), (id, second)));
+        self.with_mine(claim, |p| {
+            p.work.range.hi = a.hi;
+            p.state = PartitionState::Pending;
+            p.timeouts = 0;
+            p.owner = None;
+            p.lease_until = None;
+        });
+        Ok(())
+    }
+
+    async fn complete_if_done(&self, generation: i64) -> Result<bool> {
+        Ok(self.with(|s| {
+            let done = s.generation == generation
+                && s.partitions
+                    .values()
+                    .all(|(_, p)| p.state == PartitionState::Done);
+            if done && s.job == Some(JobState::Running) {
+                s.job = Some(JobState::Complete);
+            }
+            done
+        }))
+    }
+
+    async fn status(&self) -> Result<Option<JobStatus>> {
+        Ok(self.with(|s| {
+            let state = s.job?;
+            Some(JobStatus {
+                job: self.job.clone(),
+                generation: s.generation,
+                state,
+                partitions: s
+                    .partitions
+                    .values()
+                    .map(|(_, p)| PartitionStatus {
+                        work: p.work.clone(),
+                        state: p.state,
+                        attempts: p.attempts,
+                        rows: p.rows,
+                        owner: p.owner.clone(),
+                        error: p.error.clone(),
+                    })
+                    .collect(),
+            })
+        }))
+    }
+}

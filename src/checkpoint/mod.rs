@@ -1,0 +1,240 @@
+//! Durable progress: a job's generations and partitions, shared by every
+//! worker of the job.
+//!
+//! A **generation** is one complete pass over the job's result. Its
+//! partitions go `pending → running (owner, lease) → done (rows, bytes)`,
+//! or `failed (error)`; a running partition's lease is renewed by a
+//! heartbeat, and one whose lease expired (its worker was killed) is claimed
+//! again. A finished generation is not done again: the next run plans a new
+//! one (a fresh copy). An unfinished one is resumed: only partitions not
+//! done are transferred.
+//!
+//! [`CheckpointStore`] is the seam; [`mongo::MongoStore`] keeps the state in
+//! a collection of the target database (several workers on several machines
+//! share it), [`memory::MemoryStore`] in this process (tests, dry runs).
+
+pub mod memory;
+pub mod mongo;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+pub use crate::plan::Planned;
+use crate::plan::Range;
+
+pub use memory::MemoryStore;
+pub use mongo::MongoStore;
+
+/// Where a partition stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+impl PartitionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartitionState::Pending => "pending",
+            PartitionState::Running => "running",
+            PartitionState::Done => "done",
+            PartitionState::Failed => "failed",
+        }
+    }
+
+    /// Whether no worker will take the partition up again in this run.
+    pub fn is_final(self) -> bool {
+        matches!(self, PartitionState::Done | PartitionState::Failed)
+    }
+}
+
+impl fmt::Display for PartitionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a job's current generation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// A worker is planning the next generation.
+    Planning,
+    Running,
+    Complete,
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JobState::Planning => "planning",
+            JobState::Running => "running",
+            JobState::Complete => "complete",
+        })
+    }
+}
+
+/// A partition claimed by this worker.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: String,
+    pub generation: i64,
+    pub work: Planned,
+    pub attempts: i32,
+    pub timeouts: u32,
+}
+
+/// What a finished partition wrote.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartitionStats {
+    pub rows: u64,
+    pub inserted: u64,
+    pub already_present: u64,
+    pub bytes: u64,
+    pub duration: Duration,
+}
+
+/// One partition as `status` shows it.
+#[derive(Debug, Clone)]
+pub struct PartitionStatus {
+    pub work: Planned,
+    pub state: PartitionState,
+    pub attempts: i32,
+    pub rows: i64,
+    pub owner: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    pub job: String,
+    pub generation: i64,
+    pub state: JobState,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+impl JobStatus {
+    pub fn count(&self, state: PartitionState) -> usize {
+        self.partitions.iter().filter(|p| p.state == state).count()
+    }
+
+    /// Partitions some worker may still take up.
+    pub fn open(&self) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| !p.state.is_final())
+            .count()
+    }
+}
+
+/// The outcome of [`CheckpointStore::begin`].
+#[derive(Debug)]
+pub enum Begin {
+    /// An unfinished generation with the same job fingerprint: join it.
+    Resume { generation: i64 },
+    /// This worker holds the planning turn for the generation after
+    /// `previous`: plan, then [`CheckpointStore::commit_plan`] (or
+    /// [`CheckpointStore::abandon_plan`]).
+    Plan { previous: i64 },
+}
+
+/// The state of one job's runs, shared by its workers. Every method is
+/// safe to call from several workers at once.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// Join the job's unfinished generation, or take the turn to plan the
+    /// next one when the last is complete (or there is none). Waits while
+    /// another worker plans. `restart` discards an unfinished generation.
+    /// An unfinished generation of a different `fingerprint` is an error.
+    async fn begin(&self, fingerprint: &str, restart: bool) -> Result<Begin>;
+
+    /// Store the plan made in the planning turn: the partitions, pending;
+    /// returns the new generation.
+    async fn commit_plan(
+        &self,
+        fingerprint: &str,
+        previous: i64,
+        partitions: &[Planned],
+    ) -> Result<i64>;
+
+    /// Give the planning turn back after planning failed.
+    async fn abandon_plan(&self, previous: i64);
+
+    /// Claim the next partition: pending, or running under an expired
+    /// lease, or failed by another worker. `None` when there is none now.
+    async fn claim(&self, generation: i64) -> Result<Option<Claim>>;
+
+    /// Renew the lease; false when the partition is no longer ours (our
+    /// lease expired and another worker took it).
+    async fn heartbeat(&self, claim: &Claim) -> Result<bool>;
+
+    /// Record another attempt of a partition we hold, and whether the
+    /// error was a statement timeout.
+    async fn retrying(&self, claim: &Claim, error: &str, timeout: bool) -> Result<()>;
+
+    async fn done(&self, claim: &Claim, stats: &PartitionStats) -> Result<()>;
+
+    async fn failed(&self, claim: &Claim, error: &str) -> Result<()>;
+
+    /// Give a partition back unfinished (the run is stopping): pending.
+    async fn release(&self, claim: &Claim) -> Result<()>;
+
+    /// Replace a partition by its two halves, both pending.
+    async fn split(&self, claim: &Claim, halves: (Range, Range)) -> Result<()>;
+
+    /// Mark the generation complete if every partition is done.
+    async fn complete_if_done(&self, generation: i64) -> Result<bool>;
+
+    /// The job's current generation and its partitions; `None` when the
+    /// job never ran.
+    async fn status(&self) -> Result<Option<JobStatus>>;
+}
+
+/// Join the job's unfinished generation, or plan the next one with `plan`.
+/// Returns the generation and whether it was resumed.
+pub async fn begin<F, Fut>(
+    store: &dyn CheckpointStore,
+    fingerprint: &str,
+    restart: bool,
+    plan: F,
+) -> Result<(i64, bool)>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Planned>>>,
+{
+    match store.begin(fingerprint, restart).await? {
+        Begin::Resume { generation } => Ok((generation, true)),
+        Begin::Plan { previous } => match plan().await {
+            Ok(partitions) => {
+                let generation = store
+                    .commit_plan(fingerprint, previous, &partitions)
+                    .await?;
+                Ok((generation, false))
+            }
+            Err(e) => {
+                store.abandon_plan(previous).await;
+                Err(e)
+            }
+        },
+    }
+}
+
+/// The error for an unfinished run begun with another job file.
+pub(crate) fn changed_job(job: &str) -> crate::error::Error {
+    crate::error::Error::config(
+        "job",
+        format!(
+            "the job `{job}` changed since its unfinished run began (source, query, mapping \
+             or partitioning); finish it with the previous job file, or start over with \
+             `shiftload run --restart`"
+        ),
+    )
+}

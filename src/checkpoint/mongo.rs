@@ -1,0 +1,420 @@
+//! The checkpoint in a collection of the target MongoDB database.
+//!
+//! One document per job (`kind: "job"`, `_id: "job:<name>"`) holds the
+//! current generation, the job's fingerprint and the generation's
+//! [`JobState`]; one document per partition (`kind: "partition"`) its range
+//! (or staged part) and [`PartitionState`]. Workers claim partitions with an
+//! atomic find-and-modify.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bson::{doc, Bson, DateTime, Document};
+use futures_util::TryStreamExt;
+use mongodb::options::ReturnDocument;
+use mongodb::{Collection, Database};
+
+use super::{
+    changed_job, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
+    PartitionStats, PartitionStatus, Planned,
+};
+use crate::error::{Error, Result};
+use crate::plan::Range;
+use crate::retry::patient;
+
+/// A planning turn older than this is taken to be abandoned.
+const STALE_PLANNING: Duration = Duration::from_secs(10 * 60);
+
+/// The checkpoint collection of one job.
+#[derive(Clone)]
+pub struct MongoStore {
+    coll: Collection<Document>,
+    job: String,
+    owner: String,
+    lease: Duration,
+}
+
+fn db_err(e: mongodb::error::Error) -> Error {
+    crate::mongo::driver_error("checkpoint", &e)
+}
+
+fn state<T: serde::de::DeserializeOwned>(d: &Document, key: &str) -> Option<T> {
+    d.get(key)
+        .and_then(|b| bson::deserialize_from_bson::<T>(b.clone()).ok())
+}
+
+fn planned_of(d: &Document) -> Planned {
+    Planned {
+        range: Range {
+            lo: d.get_i64("lo").unwrap_or(i64::MIN),
+            hi: d.get_i64("hi").unwrap_or(i64::MAX),
+            null: d.get_bool("null").unwrap_or(false),
+        },
+        part: d.get_str("part").ok().map(str::to_string),
+    }
+}
+
+fn as_bson<T: serde::Serialize>(v: T) -> Bson {
+    bson::serialize_to_bson(&v).expect("a state serialises")
+}
+
+impl MongoStore {
+    pub fn new(db: &Database, collection: &str, job: &str, owner: &str, lease: Duration) -> Self {
+        MongoStore {
+            coll: db.collection(collection),
+            job: job.to_string(),
+            owner: owner.to_string(),
+            lease,
+        }
+    }
+
+    fn job_id(&self) -> String {
+        format!("job:{}", self.job)
+    }
+
+    fn lease_until(&self) -> DateTime {
+        DateTime::from_millis(DateTime::now().timestamp_millis() + self.lease.as_millis() as i64)
+    }
+
+    fn partition_doc(&self, p: &Planned, generation: i64) -> Document {
+        let r = &p.range;
+        let mut d = doc! {
+            "_id": p.id(&self.job, generation),
+            "kind": "partition", "job": &self.job, "generation": generation,
+            "lo": r.lo, "hi": r.hi, "null": r.null,
+            "state": as_bson(PartitionState::Pending), "attempts": 0i32, "timeouts": 0i32,
+        };
+        if let Some(part) = &p.part {
+            d.insert("part", part);
+        }
+        d
+    }
+
+    /// Take the planning turn atomically: insert the job document, or move
+    /// it from `current`'s state to planning. False when another worker
+    /// was faster.
+    async fn take_planning_turn(&self, current: Option<&Document>) -> Result<bool> {
+        let id = self.job_id();
+        let planning = as_bson(JobState::Planning);
+        let Some(d) = current else {
+            let inserted = self
+                .coll
+                .insert_one(
+                    doc! {"_id": &id, "kind": "job", "job": &self.job, "state": planning,
+                    "generation": 0i64, "owner": &self.owner, "since": DateTime::now()},
+                )
+                .await;
+            return Ok(inserted.is_ok());
+        };
+        let r = self
+            .coll
+            .update_one(
+                doc! {"_id": &id, "state": d.get("state").cloned().unwrap_or(Bson::Null),
+                "generation": d.get_i64("generation").unwrap_or(0)},
+                doc! {"$set": {"state": planning, "owner": &self.owner, "since": DateTime::now()}},
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(r.modified_count == 1)
+    }
+
+    async fn set_job_complete(&self) -> Result<()> {
+        self.coll
+            .update_one(
+                doc! {"_id": self.job_id()},
+                doc! {"$set": {"state": as_bson(JobState::Complete)}},
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn try_claim(
+        &self,
+        generation: i64,
+        token: bson::oid::ObjectId,
+    ) -> Result<Option<Claim>> {
+        let to_claim = |d: Document| Claim {
+            id: d.get_str("_id").unwrap_or_default().to_string(),
+            generation,
+            work: planned_of(&d),
+            attempts: d.get_i32("attempts").unwrap_or(1),
+            timeouts: d.get_i32("timeouts").unwrap_or(0).max(0) as u32,
+        };
+        // An earlier try of this claim may have been applied.
+        let mine = self
+            .coll
+            .find_one(doc! {"job": &self.job, "kind": "partition", "claim_token": token})
+            .await
+            .map_err(db_err)?;
+        if let Some(d) = mine {
+            return Ok(Some(to_claim(d)));
+        }
+        let now = DateTime::now();
+        let filter = doc! {
+            "job": &self.job, "kind": "partition", "generation": generation,
+            "$or": [
+                {"state": as_bson(PartitionState::Pending)},
+                {"state": as_bson(PartitionState::Running), "lease_until": {"$lt": now}},
+                {"state": as_bson(PartitionState::Failed), "failed_by": {"$ne": &self.owner}},
+            ],
+        };
+        let update = doc! {
+            "$set": {"state": as_bson(PartitionState::Running), "owner": &self.owner,
+                     "lease_until": self.lease_until(), "heartbeat": now, "claim_token": token},
+            "$inc": {"attempts": 1i32},
+        };
+        let claimed = self
+            .coll
+            .find_one_and_update(filter, update)
+            .sort(doc! {"null": 1, "lo": 1})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_err)?;
+        Ok(claimed.map(to_claim))
+    }
+
+    async fn update_mine(&self, claim: &Claim, update: Document) -> Result<u64> {
+        let r = self
+            .coll
+            .update_one(doc! {"_id": &claim.id, "owner": &self.owner}, update)
+            .await
+            .map_err(db_err)?;
+        Ok(r.matched_count)
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MongoStore {
+    async fn begin(&self, fingerprint: &str, restart: bool) -> Result<Begin> {
+        let id = self.job_id();
+        if restart {
+            self.coll
+                .delete_many(doc! {"job": &self.job})
+                .await
+                .map_err(db_err)?;
+            self.set_job_complete().await?;
+        }
+        loop {
+            let current = self
+                .coll
+                .find_one(doc! {"_id": &id})
+                .await
+                .map_err(db_err)?;
+            let job_state = current.as_ref().and_then(|d| state::<JobState>(d, "state"));
+            let generation = current
+                .as_ref()
+                .and_then(|d| d.get_i64("generation").ok())
+                .unwrap_or(0);
+            match job_state {
+                Some(JobState::Running) => {
+                    let hash = current.as_ref().and_then(|d| d.get_str("config_hash").ok());
+                    if hash != Some(fingerprint) {
+                        return Err(changed_job(&self.job));
+                    }
+                    return Ok(Begin::Resume { generation });
+                }
+                Some(JobState::Planning) => {
+                    let since = current.as_ref().and_then(|d| d.get_datetime("since").ok());
+                    let stale = since.is_none_or(|s| {
+                        DateTime::now().timestamp_millis() - s.timestamp_millis()
+                            > STALE_PLANNING.as_millis() as i64
+                    });
+                    if !stale {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                }
+                Some(JobState::Complete) | None => {}
+            }
+            if self.take_planning_turn(current.as_ref()).await? {
+                return Ok(Begin::Plan {
+                    previous: generation,
+                });
+            }
+        }
+    }
+
+    async fn commit_plan(
+        &self,
+        fingerprint: &str,
+        previous: i64,
+        partitions: &[Planned],
+    ) -> Result<i64> {
+        let next = previous + 1;
+        let docs: Vec<Document> = partitions
+            .iter()
+            .map(|p| self.partition_doc(p, next))
+            .collect();
+        self.coll
+            .delete_many(doc! {"job": &self.job, "kind": "partition"})
+            .await
+            .map_err(db_err)?;
+        if !docs.is_empty() {
+            self.coll.insert_many(docs).await.map_err(db_err)?;
+        }
+        self.coll
+            .update_one(
+                doc! {"_id": self.job_id()},
+                doc! {"$set": {"state": as_bson(JobState::Running), "generation": next,
+                "config_hash": fingerprint, "partitions": partitions.len() as i64,
+                "started": DateTime::now()}},
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(next)
+    }
+
+    async fn abandon_plan(&self, _previous: i64) {
+        if let Err(e) = self.set_job_complete().await {
+            tracing::warn!(error = %e, "cannot give the planning turn back");
+        }
+    }
+
+    /// Safe to retry: each claim carries a token of its own, so when the
+    /// answer to a claim is lost (the server applied it, the connection
+    /// dropped), the retry finds the partition it already took instead of
+    /// taking a second one and leaving the first orphaned.
+    async fn claim(&self, generation: i64) -> Result<Option<Claim>> {
+        let token = bson::oid::ObjectId::new();
+        patient(|| self.try_claim(generation, token)).await
+    }
+
+    async fn heartbeat(&self, claim: &Claim) -> Result<bool> {
+        let r = self
+            .coll
+            .update_one(
+                doc! {"_id": &claim.id, "owner": &self.owner,
+                "state": as_bson(PartitionState::Running)},
+                doc! {"$set": {"lease_until": self.lease_until(), "heartbeat": DateTime::now()}},
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(r.matched_count == 1)
+    }
+
+    async fn retrying(&self, claim: &Claim, error: &str, timeout: bool) -> Result<()> {
+        self.update_mine(
+            claim,
+            doc! {"$inc": {"attempts": 1i32, "timeouts": timeout as i32},
+            "$set": {"last_error": error, "lease_until": self.lease_until()}},
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn done(&self, claim: &Claim, s: &PartitionStats) -> Result<()> {
+        self.update_mine(
+            claim,
+            doc! {"$set": {"state": as_bson(PartitionState::Done), "rows": s.rows as i64,
+                     "inserted": s.inserted as i64, "already_present": s.already_present as i64,
+                     "bytes": s.bytes as i64, "duration_ms": s.duration.as_millis() as i64,
+                     "finished": DateTime::now()},
+            "$unset": {"lease_until": ""}},
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn failed(&self, claim: &Claim, error: &str) -> Result<()> {
+        self.update_mine(
+            claim,
+            doc! {"$set": {"state": as_bson(PartitionState::Failed), "error": error,
+                           "failed_by": &self.owner},
+            "$unset": {"lease_until": ""}},
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<()> {
+        self.coll
+            .update_one(
+                doc! {"_id": &claim.id, "owner": &self.owner,
+                "state": as_bson(PartitionState::Running)},
+                doc! {"$set": {"state": as_bson(PartitionState::Pending)},
+                "$unset": {"lease_until": "", "owner": ""}},
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn split(&self, claim: &Claim, halves: (Range, Range)) -> Result<()> {
+        let (a, b) = halves;
+        let mut second = self.partition_doc(&Planned::range(b), claim.generation);
+        second.insert("split_from", &claim.id);
+        self.coll.insert_one(second).await.map_err(db_err)?;
+        self.update_mine(
+            claim,
+            doc! {"$set": {"hi": a.hi, "state": as_bson(PartitionState::Pending), "timeouts": 0i32},
+            "$unset": {"lease_until": "", "owner": ""}},
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn complete_if_done(&self, generation: i64) -> Result<bool> {
+        let open = self
+            .coll
+            .count_documents(
+                doc! {"job": &self.job, "kind": "partition", "generation": generation,
+                "state": {"$ne": as_bson(PartitionState::Done)}},
+            )
+            .await
+            .map_err(db_err)?;
+        if open > 0 {
+            return Ok(false);
+        }
+        self.coll
+            .update_one(
+                doc! {"_id": self.job_id(), "generation": generation,
+                "state": as_bson(JobState::Running)},
+                doc! {"$set": {"state": as_bson(JobState::Complete), "finished": DateTime::now()}},
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn status(&self) -> Result<Option<JobStatus>> {
+        let Some(job) = self
+            .coll
+            .find_one(doc! {"_id": self.job_id()})
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let generation = job.get_i64("generation").unwrap_or(0);
+        let docs: Vec<Document> = self
+            .coll
+            .find(doc! {"job": &self.job, "kind": "partition", "generation": generation})
+            .await
+            .map_err(db_err)?
+            .try_collect()
+            .await
+            .map_err(db_err)?;
+        let mut partitions: Vec<PartitionStatus> = docs
+            .iter()
+            .map(|d| PartitionStatus {
+                work: planned_of(d),
+                state: state(d, "state").unwrap_or(PartitionState::Pending),
+                attempts: d.get_i32("attempts").unwrap_or(0),
+                rows: d.get_i64("rows").unwrap_or(0),
+                owner: d.get_str("owner").ok().map(str::to_string),
+                error: match d.get("error").or(d.get("last_error")) {
+                    Some(Bson::String(s)) => Some(s.clone()),
+                    _ => None,
+                },
+            })
+            .collect();
+        partitions.sort_by_key(|p| (p.work.range.null, p.work.range.lo));
+        Ok(Some(JobStatus {
+            job: self.job.clone(),
+            generation,
+            state: state(&job, "state").unwrap_or(JobState::Complete),
+            partitions,
+        }))
+    }
+}

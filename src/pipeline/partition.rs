@@ -1,0 +1,229 @@
+//! One claimed partition: attempts, heartbeat, and the transfer itself
+//! (source → sink, every write awaited).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Progress, ProgressFn};
+use crate::checkpoint::{CheckpointStore, Claim, PartitionStats};
+use crate::error::{Class, Error, Result};
+use crate::retry::{decide, patient, Decision, RetryConfig};
+use crate::sink::{Sink, WriteStats};
+use crate::source::{Source, SourceBatch};
+
+/// What every partition task of a run shares.
+pub(super) struct Context {
+    pub source: Arc<dyn Source>,
+    pub sink: Arc<dyn Sink>,
+    pub store: Arc<dyn CheckpointStore>,
+    pub retry: RetryConfig,
+    pub lease: Duration,
+    pub cancel: CancellationToken,
+    pub counters: Counters,
+    pub on_progress: ProgressFn,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub rows: AtomicU64,
+    pub bytes: AtomicU64,
+    pub batches: AtomicU64,
+    pub partitions: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Progress {
+        Progress {
+            rows_read: self.rows.load(Ordering::Relaxed),
+            bson_bytes: self.bytes.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            partitions_done: self.partitions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// How one claimed partition ended.
+pub(super) enum PartitionEnd {
+    Done(WriteStats),
+    Failed(String),
+    /// Cut in half after repeated timeouts; both halves are pending.
+    Split,
+    /// Given back unfinished (signal).
+    Released(WriteStats),
+    /// An error that stops the whole run.
+    Stop(Error),
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renew the claim's lease every third of the lease until dropped.
+fn heartbeat(ctx: &Context, claim: &Claim) -> AbortOnDrop {
+    let store = ctx.store.clone();
+    let claim = claim.clone();
+    let every = ctx.lease.div_f64(3.0);
+    AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match store.heartbeat(&claim).await {
+                Ok(true) => {}
+                // Another worker took it over after our lease expired:
+                // both finish it; the writes are idempotent.
+                Ok(false) => tracing::warn!(partition = %claim.id, "lease lost to another worker"),
+                Err(e) => tracing::warn!(error = %e, partition = %claim.id, "heartbeat failed"),
+            }
+        }
+    }))
+}
+
+/// Transfer one claimed partition, with retries.
+pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
+    let mut delays = ctx.retry.delays();
+    let mut timeouts = claim.timeouts;
+    let _heartbeat = heartbeat(ctx, &claim);
+    loop {
+        let started = Instant::now();
+        let (result, writes) = transfer(ctx, &claim).await;
+        let end = match result {
+            Ok(rows) if !ctx.cancel.is_cancelled() => {
+                let stats = PartitionStats {
+                    rows,
+                    inserted: writes.inserted,
+                    already_present: writes.already_present,
+                    bytes: writes.bytes,
+                    duration: started.elapsed(),
+                };
+                ctx.counters.partitions.fetch_add(1, Ordering::Relaxed);
+                patient(|| ctx.store.done(&claim, &stats))
+                    .await
+                    .map(|_| PartitionEnd::Done(writes))
+            }
+            Ok(_) => patient(|| ctx.store.release(&claim))
+                .await
+                .map(|_| PartitionEnd::Released(writes)),
+            Err(e) => {
+                let class = e.class();
+                let can_split = ctx.source.split(&claim.work).is_some();
+                let next = match class {
+                    Class::Transient | Class::Timeout => delays.next(),
+                    _ => None,
+                };
+                let decision = decide(
+                    class,
+                    &mut timeouts,
+                    can_split,
+                    ctx.cancel.is_cancelled(),
+                    next,
+                );
+                match after_error(ctx, &claim, e, decision, writes).await {
+                    Ok(Some(end)) => Ok(end),
+                    Ok(None) => continue,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        return end.unwrap_or_else(PartitionEnd::Stop);
+    }
+}
+
+/// Carry out `decision` for a failed attempt; `None` to try again.
+async fn after_error(
+    ctx: &Context,
+    claim: &Claim,
+    error: Error,
+    decision: Decision,
+    writes: WriteStats,
+) -> Result<Option<PartitionEnd>> {
+    let message = error.to_string();
+    match decision {
+        Decision::Stop => {
+            let _ = patient(|| ctx.store.release(claim)).await;
+            Ok(Some(PartitionEnd::Stop(error)))
+        }
+        Decision::Fail => {
+            patient(|| ctx.store.failed(claim, &message)).await?;
+            Ok(Some(PartitionEnd::Failed(format!(
+                "partition {}: {message}",
+                claim.id
+            ))))
+        }
+        Decision::Split => {
+            let halves = ctx.source.split(&claim.work).expect("decided it can split");
+            tracing::warn!(partition = %claim.id, "cancelled for time twice: cutting it in half");
+            patient(|| ctx.store.split(claim, halves)).await?;
+            Ok(Some(PartitionEnd::Split))
+        }
+        Decision::Release => {
+            patient(|| ctx.store.release(claim)).await?;
+            Ok(Some(PartitionEnd::Released(writes)))
+        }
+        Decision::Retry(delay) => {
+            ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(partition = %claim.id, error = %message, ?delay, "retrying");
+            let timeout = error.class() == Class::Timeout;
+            if let Err(e) = patient(|| ctx.store.retrying(claim, &message, timeout)).await {
+                tracing::warn!(error = %e, "cannot record the retry");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = ctx.cancel.cancelled() => {}
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// One attempt at a partition: read, write, and wait for every write.
+/// Returns the rows read (stopping early when cancelled) and what was
+/// written, also when it fails (those writes stay written).
+async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats) {
+    let mut source = match ctx.source.open(&claim.work).await {
+        Ok(s) => s,
+        Err(e) => return (Err(e), WriteStats::default()),
+    };
+    let mut sink = match ctx.sink.open(&claim.id, source.schema()).await {
+        Ok(s) => s,
+        Err(e) => return (Err(e), WriteStats::default()),
+    };
+    let pumped = async {
+        let mut rows = 0u64;
+        loop {
+            let next = tokio::select! {
+                next = source.next_batch() => next,
+                _ = ctx.cancel.cancelled() => return Ok(rows),
+            };
+            let Some(next) = next else { return Ok(rows) };
+            let SourceBatch {
+                batch,
+                permit,
+                rejects,
+            } = next?;
+            let n = batch.num_rows() as u64;
+            let bytes = sink.write(batch, permit, rejects).await?;
+            rows += n;
+            let c = &ctx.counters;
+            c.rows.fetch_add(n, Ordering::Relaxed);
+            c.bytes.fetch_add(bytes, Ordering::Relaxed);
+            c.batches.fetch_add(1, Ordering::Relaxed);
+            (ctx.on_progress)(&c.snapshot());
+        }
+    }
+    .await;
+    // Whatever stopped the pump, the writes already handed to the sink are
+    // awaited: nothing fetched and encoded before a failure is thrown away.
+    let finished = sink.finish().await;
+    let writes = sink.stats();
+    match (pumped, finished) {
+        (Err(e), _) | (Ok(_), Err(e)) => (Err(e), writes),
+        (Ok(rows), Ok(())) => (Ok(rows), writes),
+    }
+}

@@ -1,0 +1,235 @@
+//! What the commands print: the run summary, the plan, the status, the
+//! benchmark line. Plain text for a terminal or a cron mail.
+
+use std::fmt::{self, Display, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{DrainSummary, Outcome, Plan, Progress, ProgressFn, RunSummary, Status};
+use crate::checkpoint::PartitionState;
+use crate::memory::ByteSize;
+use crate::thousands;
+
+fn bytes(n: u64) -> String {
+    ByteSize(n).to_string()
+}
+
+impl RunSummary {
+    /// The one-screen summary; `job` is the job file, for the command that
+    /// resumes.
+    pub fn render(&self, job: &Path) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        let headline = match self.outcome {
+            Outcome::Complete => "shiftload: transfer complete".to_string(),
+            Outcome::PartitionsFailed => format!(
+                "shiftload: {} partition(s) failed; run `shiftload run {}` again to retry them",
+                self.partitions_failed,
+                job.display()
+            ),
+            Outcome::Interrupted => format!(
+                "shiftload: interrupted; run `shiftload run {}` again to resume",
+                job.display()
+            ),
+        };
+        let mut out = format!("{headline}\n");
+        let mut line = |label: &str, text: String| {
+            let _ = writeln!(out, "  {label:<13} {text}");
+        };
+        line(
+            "target",
+            format!(
+                "{} (job {}, run {})",
+                self.namespace, self.job, self.generation
+            ),
+        );
+        line(
+            "partitions",
+            format!(
+                "{} of {} done, {} failed; {} transferred here, {} retries",
+                self.partitions_done,
+                self.partitions_total,
+                self.partitions_failed,
+                self.partitions_here,
+                self.retries
+            ),
+        );
+        line("rows read", thousands(self.rows_read));
+        line(
+            "documents",
+            format!(
+                "{} inserted, {} already present",
+                thousands(self.writes.inserted),
+                thousands(self.writes.already_present)
+            ),
+        );
+        line(
+            "volume",
+            format!(
+                "{} BSON in {} batches, {} requests",
+                bytes(self.writes.bytes),
+                self.batches,
+                self.writes.requests
+            ),
+        );
+        line("elapsed", format!("{secs:.2} s"));
+        line(
+            "throughput",
+            format!(
+                "{} rows/s, {}/s",
+                thousands(self.rows_per_second() as u64),
+                bytes((self.writes.bytes as f64 / secs.max(1e-9)) as u64)
+            ),
+        );
+        line(
+            "peak RSS",
+            format!(
+                "{} (memory budget {})",
+                self.peak_rss_bytes
+                    .map(bytes)
+                    .unwrap_or_else(|| "unknown".into()),
+                self.memory_budget
+            ),
+        );
+        if let Some(path) = &self.dead_letter_path {
+            line(
+                "set aside",
+                format!("{} rows in {}", thousands(self.rejected), path.display()),
+            );
+        }
+        for f in self.failures.iter().take(5) {
+            line("failed", f.clone());
+        }
+        out
+    }
+}
+
+impl Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.preview;
+        writeln!(f, "memory budget  {}", self.memory_budget)?;
+        match &p.key {
+            Some((column, _)) => writeln!(
+                f,
+                "partition key  {column} (min {}, max {}, {} rows)",
+                p.min.map_or("none".into(), |v| v.to_string()),
+                p.max.map_or("none".into(), |v| v.to_string()),
+                p.rows.map_or("?".into(), thousands)
+            )?,
+            None if p.staged => writeln!(
+                f,
+                "partition key  none: each staged Parquet part is a partition"
+            )?,
+            None => writeln!(f, "partition key  none: the whole query is one partition")?,
+        }
+        writeln!(f, "partitions     {}", p.partitions.len())?;
+        let key = p.key.as_ref().map(|(_, k)| *k);
+        for (i, (work, what)) in p.partitions.iter().enumerate() {
+            let range = match p.staged {
+                true => String::new(),
+                false => work.range.describe(key),
+            };
+            writeln!(f, "{:>5}  {range:<28} {what}", i + 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(s) = &self.status else {
+            return writeln!(f, "job {}: never run", self.job);
+        };
+        use PartitionState::*;
+        writeln!(
+            f,
+            "job {}: generation {} {} — {} partitions: {} done, {} running, {} pending, {} failed",
+            self.job,
+            s.generation,
+            s.state,
+            s.partitions.len(),
+            s.count(Done),
+            s.count(Running),
+            s.count(Pending),
+            s.count(Failed)
+        )?;
+        for p in &s.partitions {
+            let name = match self.staged {
+                true => format!("part {}", p.work.range.lo + 1),
+                false => p.work.range.describe(None),
+            };
+            let owner = p.owner.as_deref().filter(|_| p.state == Running);
+            let error = p.error.as_deref().map(|e| format!("  last error: {e}"));
+            writeln!(
+                f,
+                "  {name:<28} {:<8} attempts {:<3} rows {:>12} {}{}",
+                p.state.as_str(),
+                p.attempts,
+                thousands(p.rows.max(0) as u64),
+                owner.unwrap_or(""),
+                error.unwrap_or_default()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for DrainSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        write!(
+            f,
+            "{:?}: {} rows in {} batches, {secs:.2} s, {} rows/s, Arrow {}, BSON {}, peak RSS {}",
+            self.stage,
+            self.rows,
+            self.batches,
+            (self.rows as f64 / secs) as u64,
+            bytes(self.arrow_bytes),
+            bytes(self.bson_bytes),
+            self.peak_rss_bytes
+                .map(bytes)
+                .unwrap_or_else(|| "unknown".into())
+        )
+    }
+}
+
+/// A spinner on the terminal (when `show`) and the progress callback that
+/// feeds it.
+pub fn progress(show: bool) -> (Option<ProgressBar>, ProgressFn) {
+    let bar = show.then(|| {
+        let bar = ProgressBar::new_spinner();
+        let style = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}");
+        bar.set_style(style.expect("valid template"));
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
+    let shown = bar.clone();
+    let started = std::time::Instant::now();
+    let on_progress = Arc::new(move |p: &Progress| {
+        if let Some(bar) = &shown {
+            let rate = p.rows_read as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!(
+                "{} rows read, {rate:.0} rows/s, {} BSON, {} partitions done here",
+                thousands(p.rows_read),
+                bytes(p.bson_bytes),
+                p.partitions_done
+            ));
+        }
+    });
+    (bar, on_progress)
+}
+
+/// Logs on stderr, human or JSON lines; `SHIFTLOAD_LOG` filters them
+/// (default: warnings and errors).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTLOAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match json {
+        true => builder.json().init(),
+        false => builder.init(),
+    }
+}

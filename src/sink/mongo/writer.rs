@@ -1,0 +1,186 @@
+//! The writer: encoded documents cut into unordered `insert` requests that
+//! respect the server's limits (`maxWriteBatchSize`, `maxMessageSizeBytes`,
+//! `maxBsonObjectSize`, read from `hello` before any data moves) and the
+//! job's `write_batch_docs`; up to `writers` requests are in flight at once,
+//! and [`Writer::write`] waits when they are all busy, which is the
+//! pipeline's backpressure from the target.
+
+use std::sync::Arc;
+
+use bson::RawDocumentBuf;
+use mongodb::Collection;
+use tokio::task::JoinSet;
+
+use super::request::{describe_id, insert, Request};
+use super::{ServerLimits, Target};
+use crate::config::{SendMode, TargetConfig};
+use crate::deadletter::{DeadLetter, Reject};
+use crate::encode::EncodedBatch;
+use crate::error::{Error, Result};
+use crate::memory::{BatchPermit, Budget};
+use crate::sink::WriteStats;
+
+/// Room left in a message for the command around the documents.
+const MESSAGE_OVERHEAD: usize = 16 * 1024;
+
+/// Writes encoded batches into one collection.
+pub struct Writer {
+    collection: Collection<RawDocumentBuf>,
+    namespace: String,
+    limits: ServerLimits,
+    docs_per_request: usize,
+    bytes_per_request: usize,
+    writers: usize,
+    in_flight: JoinSet<Result<WriteStats>>,
+    stats: WriteStats,
+    /// Where rejected documents go (dead-letter mode), and under which
+    /// partition name.
+    dead_letter: Option<(Arc<DeadLetter>, String)>,
+    send_mode: SendMode,
+    collection_name: String,
+}
+
+impl Writer {
+    /// A writer for one stream of batches (one partition) into `target`.
+    pub fn new(target: &Target, cfg: &TargetConfig, budget: &Budget) -> Self {
+        let limits = target.limits;
+        Writer {
+            namespace: target.namespace.clone(),
+            collection: target.collection.clone(),
+            limits,
+            docs_per_request: cfg.write_batch_docs.min(limits.max_write_batch_size).max(1),
+            // A command carries its documents in its own body, so it must fit
+            // maxBsonObjectSize; insert_many's document sequence only the
+            // message size.
+            bytes_per_request: budget.request_bytes().min(
+                match cfg.send {
+                    SendMode::Command => limits.max_bson_object_size,
+                    SendMode::InsertMany => limits.max_message_size_bytes,
+                }
+                .saturating_sub(MESSAGE_OVERHEAD),
+            ),
+            writers: cfg.writers,
+            in_flight: JoinSet::new(),
+            stats: WriteStats::default(),
+            dead_letter: None,
+            send_mode: cfg.send,
+            collection_name: cfg.collection.clone(),
+        }
+    }
+
+    /// Set documents the server rejects aside instead of failing.
+    pub fn with_dead_letter(mut self, dead_letter: Option<(Arc<DeadLetter>, String)>) -> Self {
+        self.dead_letter = dead_letter;
+        self
+    }
+
+    pub fn limits(&self) -> ServerLimits {
+        self.limits
+    }
+
+    /// Queue `batch` for writing; returns once it is handed to writers,
+    /// waiting while `writers` requests are already in flight. `permit` is
+    /// released when the last request of the batch is acknowledged.
+    pub async fn write(&mut self, batch: EncodedBatch, permit: BatchPermit) -> Result<()> {
+        let max_bytes = self.bytes_per_request;
+        let mut request = self.new_request(batch.docs);
+        for chunk in &batch.chunks {
+            for doc in chunk.iter() {
+                if doc.len() > self.limits.max_bson_object_size {
+                    self.too_large(doc)?;
+                    continue;
+                }
+                if request.len() > 0
+                    && (request.len() >= self.docs_per_request
+                        || request.bytes() + doc.len() > max_bytes)
+                {
+                    let full = std::mem::replace(&mut request, self.new_request(batch.docs));
+                    self.send(full, &permit).await?;
+                }
+                request.push(doc)?;
+            }
+        }
+        if request.len() > 0 {
+            self.send(request, &permit).await?;
+        }
+        Ok(())
+    }
+
+    fn new_request(&self, docs: usize) -> Request {
+        Request::new(
+            self.send_mode,
+            &self.collection_name,
+            self.docs_per_request.min(docs),
+        )
+    }
+
+    /// A document over the server's limit: set aside, or the error.
+    fn too_large(&mut self, doc: &[u8]) -> Result<()> {
+        let reason = format!(
+            "a document of {} bytes exceeds the server's maxBsonObjectSize ({} bytes)",
+            doc.len(),
+            self.limits.max_bson_object_size
+        );
+        match &self.dead_letter {
+            Some((dl, partition)) => {
+                let reject = Reject {
+                    row: 0,
+                    key: describe_id(doc),
+                    column: String::new(),
+                    reason,
+                };
+                dl.record(partition, &[reject])?;
+                self.stats.rejected += 1;
+                Ok(())
+            }
+            None => Err(Error::Write {
+                namespace: self.namespace.clone(),
+                message: format!("{reason}; {}", describe_id(doc)),
+            }),
+        }
+    }
+
+    async fn send(&mut self, request: Request, permit: &BatchPermit) -> Result<()> {
+        while self.in_flight.len() >= self.writers {
+            self.join_one().await?;
+        }
+        let collection = self.collection.clone();
+        let namespace = self.namespace.clone();
+        let permit = permit.clone();
+        let dead_letter = self.dead_letter.clone();
+        self.in_flight.spawn(async move {
+            let result = insert(collection, namespace, request, dead_letter).await;
+            drop(permit);
+            result
+        });
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<()> {
+        if let Some(done) = self.in_flight.join_next().await {
+            let stats = done.map_err(|e| Error::Internal(format!("writer task: {e}")))??;
+            self.stats.add(stats);
+        }
+        Ok(())
+    }
+
+    /// What this sink has written so far (acknowledged requests).
+    pub fn stats(&self) -> WriteStats {
+        self.stats
+    }
+
+    /// Wait for every request in flight; the totals of the run. Every
+    /// request is awaited even when one fails; the first error is returned.
+    pub async fn finish(&mut self) -> Result<WriteStats> {
+        let mut first_error = None;
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.join_one().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(self.stats),
+        }
+    }
+}
