@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use shiftload::memory::ByteSize;
 use shiftload::pipeline::{self, Outcome, RunOptions, Stage};
 use shiftload::{redact, JobConfig};
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit codes, documented in the README.
+/// Exit codes, as the README documents them.
 mod exit {
     /// Transfer complete.
     pub const OK: u8 = 0;
@@ -34,15 +34,9 @@ mod exit {
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
+    /// Log format on stderr: `human` or `json` (one object a line).
+    #[arg(long, global = true, value_parser = ["human", "json"], default_value = "human")]
+    log_format: String,
 }
 
 #[derive(Args)]
@@ -95,7 +89,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    pipeline::report::init_logging(matches!(cli.log_format, LogFormat::Json));
+    pipeline::report::init_logging(cli.log_format == "json");
     let code = match cli.command {
         Command::Schema => print(&shiftload::config::json_schema()),
         Command::Validate { job } => match JobConfig::load(&job) {
@@ -111,11 +105,7 @@ fn main() -> ExitCode {
         Command::Plan(job) => with_job(&job, |j| async move { pipeline::plan(&j).await }),
         Command::Status(job) => with_job(&job, |j| async move { pipeline::status(&j).await }),
         Command::Bench { job, stage } => with_job(&job, |j| async move {
-            let stage = if stage == "encode" {
-                Stage::Encode
-            } else {
-                Stage::Source
-            };
+            let stage = Stage::named(&stage);
             pipeline::drain(&j, stage).await.map(|s| format!("{s}\n"))
         }),
     };
@@ -146,17 +136,13 @@ where
         Ok(job) => job,
         Err(code) => return code,
     };
-    match runtime().block_on(f(job)) {
+    match tokio::runtime::Runtime::new()
+        .expect("the async runtime starts")
+        .block_on(f(job))
+    {
         Ok(out) => print(&out.to_string()),
         Err(e) => report(&e),
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the async runtime starts")
 }
 
 fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
@@ -172,17 +158,17 @@ fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
         cancel: cancel.clone(),
         on_progress,
     };
-    let outcome = runtime().block_on(async {
-        tokio::spawn(async move {
-            if pipeline::signals::watch(cancel).await {
-                std::process::exit(exit::INTERRUPTED as i32);
-            }
+    let outcome = tokio::runtime::Runtime::new()
+        .expect("the async runtime starts")
+        .block_on(async {
+            tokio::spawn(async move {
+                if pipeline::signals::watch(cancel).await {
+                    std::process::exit(exit::INTERRUPTED as i32);
+                }
+            });
+            pipeline::run(&job, options).await
         });
-        pipeline::run(&job, options).await
-    });
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    bar.iter().for_each(|b| b.finish_and_clear());
     let summary = match outcome {
         Ok(summary) => summary,
         Err(e) => {

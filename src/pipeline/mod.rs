@@ -310,6 +310,16 @@ pub enum Stage {
     Encode,
 }
 
+impl Stage {
+    /// `encode` → [`Stage::Encode`]; anything else [`Stage::Source`].
+    pub fn named(name: &str) -> Stage {
+        match name {
+            "encode" => Stage::Encode,
+            _ => Stage::Source,
+        }
+    }
+}
+
 /// What [`drain`] measured.
 #[derive(Debug, Clone)]
 pub struct DrainSummary {

@@ -17,11 +17,8 @@ fn bytes(n: u64) -> String {
 }
 
 impl RunSummary {
-    /// The one-screen summary; `job` is the job file, for the command that
-    /// resumes.
-    pub fn render(&self, job: &Path) -> String {
-        let secs = self.elapsed.as_secs_f64();
-        let headline = match self.outcome {
+    fn headline(&self, job: &Path) -> String {
+        match self.outcome {
             Outcome::Complete => "shiftload: transfer complete".to_string(),
             Outcome::PartitionsFailed => format!(
                 "shiftload: {} partition(s) failed; run `shiftload run {}` again to retry them",
@@ -32,8 +29,14 @@ impl RunSummary {
                 "shiftload: interrupted; run `shiftload run {}` again to resume",
                 job.display()
             ),
-        };
-        let mut out = format!("{headline}\n");
+        }
+    }
+
+    /// The one-screen summary; `job` is the job file, for the command that
+    /// resumes.
+    pub fn render(&self, job: &Path) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        let mut out = format!("{}\n", self.headline(job));
         let mut line = |label: &str, text: String| {
             let _ = writeln!(out, "  {label:<13} {text}");
         };

@@ -323,6 +323,30 @@ fn normalize(batch: RecordBatch) -> Result<RecordBatch> {
     RecordBatch::try_new(schema, columns).map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// Uncompressed bytes per row of the projected columns (`roots`), from
+/// the part's footer.
+fn bytes_per_row(builder: &ParquetRecordBatchStreamBuilder<PartReader>, roots: &[usize]) -> usize {
+    let meta = builder.metadata().clone();
+    let rows_total: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
+    let leaves: Vec<usize> = {
+        let descr = builder.parquet_schema();
+        (0..descr.num_columns())
+            .filter(|&c| roots.contains(&descr.get_column_root_idx(c)))
+            .collect()
+    };
+    let bytes: i64 = meta
+        .row_groups()
+        .iter()
+        .map(|g| {
+            leaves
+                .iter()
+                .map(|&c| g.column(c).uncompressed_size())
+                .sum::<i64>()
+        })
+        .sum();
+    (bytes / rows_total.max(1)).max(1) as usize
+}
+
 /// One part being read: projected, filtered batches within the budget.
 pub struct ParquetSource {
     part: String,
@@ -371,25 +395,7 @@ impl ParquetSource {
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
         // Rows per batch from the footer: uncompressed bytes per row of the
         // projected columns, against the budget's batch share.
-        let meta = builder.metadata().clone();
-        let rows_total: i64 = meta.row_groups().iter().map(|g| g.num_rows()).sum();
-        let leaves: Vec<usize> = {
-            let descr = builder.parquet_schema();
-            (0..descr.num_columns())
-                .filter(|&c| roots.contains(&descr.get_column_root_idx(c)))
-                .collect()
-        };
-        let bytes: i64 = meta
-            .row_groups()
-            .iter()
-            .map(|g| {
-                leaves
-                    .iter()
-                    .map(|&c| g.column(c).uncompressed_size())
-                    .sum::<i64>()
-            })
-            .sum();
-        let per_row = (bytes / rows_total.max(1)).max(1) as usize;
+        let per_row = bytes_per_row(&builder, &roots);
         let rows = (budget.batch_bytes() / per_row).clamp(1024, max_rows.max(1024));
         let stream = builder
             .with_projection(mask)

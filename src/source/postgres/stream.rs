@@ -118,13 +118,14 @@ impl Connection {
             rows_before: 0,
             rejects: Vec::new(),
         };
-        let mut error = None;
+        let error;
         loop {
             // Decode every complete message already in the buffer before
             // reading the socket again.
             match self.message().await? {
-                backend::Message::DataRow(row) if error.is_none() => {
-                    if batch.row(&row)? {
+                backend::Message::DataRow(row) => {
+                    let full = batch.row(&row)?;
+                    if full {
                         batch.cut(tx).await?;
                     }
                 }
@@ -134,6 +135,7 @@ impl Connection {
                     self.flush().await?;
                 }
                 backend::Message::CommandComplete(_) => {
+                    error = None;
                     batch.cut(tx).await?;
                     // The second Execute meets an exhausted portal; Sync
                     // closes the exchange.
