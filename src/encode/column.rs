@@ -156,6 +156,17 @@ impl ColumnEncoder<'_> {
                 policy,
                 overflow,
             } => encode_decimal(values[row], *scale, *policy, *overflow, &self.key, out)?,
+            Values::Date { .. } | Values::Timestamp { .. } | Values::Time { .. } => {
+                self.encode_temporal(row, out)
+            }
+        }
+        Ok(())
+    }
+
+    /// Append a DATE, TIMESTAMP or TIME element for a non-null `row`.
+    #[inline(always)]
+    fn encode_temporal(&self, row: usize, out: &mut Vec<u8>) {
+        match &self.values {
             Values::Date { days, policy } => {
                 let instant = match days[row] {
                     i32::MAX => Instant::Infinity(true),
@@ -190,8 +201,8 @@ impl ColumnEncoder<'_> {
                     b::put_str(out, crate::time::time_string(v).as_bytes());
                 }
             }
+            _ => unreachable!("called for temporal columns only"),
         }
-        Ok(())
     }
 }
 
@@ -254,6 +265,24 @@ pub(super) fn make_encoder<'a>(
                 },
             )
         }
+        _ => rich_values(array, field, o)?,
+    };
+    let mut prefix = Vec::with_capacity(key.len() + 1);
+    prefix.push(ty);
+    prefix.extend_from_slice(key);
+    Ok(ColumnEncoder {
+        nulls: array.logical_nulls(),
+        prefix,
+        key: key.to_vec(),
+        values,
+        finite_only: false,
+    })
+}
+
+/// The values of a DECIMAL, DATE, TIMESTAMP or TIME column, whose BSON type
+/// depends on the policy (the type byte is written per value).
+fn rich_values<'a>(array: &'a ArrayRef, field: &Field, o: Options) -> Result<(u8, Values<'a>)> {
+    Ok(match array.data_type() {
         DataType::Decimal128(_, scale) => (
             0,
             Values::Decimal {
@@ -306,18 +335,8 @@ pub(super) fn make_encoder<'a>(
         ),
         _ => {
             check_encodable(field)?;
-            unreachable!("check_encodable accepts only the types matched above")
+            unreachable!("check_encodable accepts only the types matched here and above")
         }
-    };
-    let mut prefix = Vec::with_capacity(key.len() + 1);
-    prefix.push(ty);
-    prefix.extend_from_slice(key);
-    Ok(ColumnEncoder {
-        nulls: array.logical_nulls(),
-        prefix,
-        key: key.to_vec(),
-        values,
-        finite_only: false,
     })
 }
 

@@ -13,10 +13,10 @@
 
 pub mod bson;
 mod column;
+mod mapping;
 #[doc(hidden)]
 pub mod reference;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_array::cast::AsArray;
@@ -33,6 +33,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use column::{make_encoder, ColumnEncoder};
+use mapping::{body_tree, id_plan, included_columns};
 
 /// Documents encoded from one row range, back to back. Each document starts
 /// with its own little-endian i32 length, so no offsets are kept.
@@ -137,22 +138,7 @@ impl Encoder {
     /// config key and column when the mapping refers to a missing column,
     /// puts two values on one path, or a column cannot be encoded.
     pub fn new(schema: &Schema, mapping: &MappingConfig) -> Result<Self> {
-        let index_of = |key: &str, name: &str| crate::error::column_index(schema, key, name);
-        for name in mapping.rename.keys() {
-            index_of(&format!("mapping.rename.{name}"), name)?;
-        }
-        for name in &mapping.exclude {
-            index_of("mapping.exclude", name)?;
-        }
-        let included: Vec<usize> = match &mapping.include {
-            Some(list) => list
-                .iter()
-                .map(|n| index_of("mapping.include", n))
-                .collect::<Result<_>>()?,
-            None => (0..schema.fields().len())
-                .filter(|&i| !mapping.exclude.iter().any(|e| e == schema.field(i).name()))
-                .collect(),
-        };
+        let included = included_columns(schema, mapping)?;
         let options = Options {
             null: mapping.null,
             decimal: mapping.decimal,
@@ -164,111 +150,24 @@ impl Encoder {
         for &i in &included {
             check_encodable(schema.field(i))?;
         }
-
         let mut leaves = Vec::new();
         let id_columns: Vec<usize> = mapping
             .id
             .iter()
-            .map(|n| index_of("mapping.id", n))
+            .map(|n| crate::error::column_index(schema, "mapping.id", n))
             .collect::<Result<_>>()?;
         for &c in &id_columns {
             check_encodable(schema.field(c))?;
         }
-        let id = match id_columns.as_slice() {
-            [] => IdPlan::ObjectId,
-            [c] => {
-                leaves.push(Leaf {
-                    column: *c,
-                    key: b::cstring_key("_id"),
-                });
-                IdPlan::Column(0)
-            }
-            many => IdPlan::Composite(
-                many.iter()
-                    .map(|&c| {
-                        leaves.push(Leaf {
-                            column: c,
-                            key: b::cstring_key(schema.field(c).name()),
-                        });
-                        leaves.len() - 1
-                    })
-                    .collect(),
-            ),
-        };
-
-        // Target paths in column order; build the tree of nested documents.
-        let mut body: Vec<Node> = Vec::new();
-        let mut owners: HashMap<String, String> = HashMap::new();
-        for &c in &included {
-            let name = schema.field(c).name();
-            let (path, key) = match mapping.rename.get(name) {
-                Some(p) => (p.clone(), format!("mapping.rename.{name}")),
-                None => (name.clone(), format!("column `{name}`")),
-            };
-            if !mapping.rename.contains_key(name) && (path.contains('.') || path.starts_with('$')) {
-                return Err(Error::config(
-                    key,
-                    "its name is not a valid MongoDB field name (it contains `.` or starts with `$`); \
-                     give it another name with mapping.rename",
-                ));
-            }
-            let segments: Vec<&str> = if mapping.rename.contains_key(name) {
-                path.split('.').collect()
-            } else {
-                vec![path.as_str()]
-            };
-            if segments[0] == "_id" {
-                return Err(Error::config(
-                    key,
-                    "`_id` is made from mapping.id; choose another field name",
-                ));
-            }
-            // Every prefix of the path must be a document, the full path a leaf,
-            // and no two columns may claim the same path.
-            for depth in 1..=segments.len() {
-                let prefix = segments[..depth].join(".");
-                let role = if depth == segments.len() {
-                    "value"
-                } else {
-                    "document"
-                };
-                match owners.get(&prefix) {
-                    Some(other) if role == "value" || !other.ends_with("(document)") => {
-                        return Err(Error::config(
-                            key,
-                            format!("field `{prefix}` is already written by {other}"),
-                        ))
-                    }
-                    Some(_) => {}
-                    None => {
-                        let who = if role == "value" {
-                            format!("column `{name}`")
-                        } else {
-                            format!("column `{name}` (document)")
-                        };
-                        owners.insert(prefix, who);
-                    }
-                }
-            }
-            leaves.push(Leaf {
-                column: c,
-                key: b::cstring_key(segments.last().expect("non-empty path")),
-            });
-            insert_path(&mut body, &segments[..segments.len() - 1], leaves.len() - 1);
-        }
-
-        let key_columns = if id_columns.is_empty() {
-            Vec::new()
-        } else {
-            id_columns
-        };
+        let id = id_plan(schema, &id_columns, &mut leaves);
+        let body = body_tree(schema, mapping, &included, &mut leaves)?;
         Ok(Encoder {
             plan: Plan {
                 leaves,
                 id,
                 body,
                 options,
-                key_columns,
+                key_columns: id_columns,
             },
             bytes_per_row: AtomicUsize::new(64),
             dead_letter: false,
@@ -348,42 +247,7 @@ impl Encoder {
         let chunks = ranges
             .into_par_iter()
             .map(|(start, end)| {
-                let mut chunk = EncodedChunk {
-                    buf: Vec::with_capacity(estimate * (end - start) + 64),
-                    docs: 0,
-                };
-                let mut rejects = Vec::new();
-                for row in start..end {
-                    if skip.binary_search(&row).is_ok() {
-                        continue;
-                    }
-                    let at = chunk.buf.len();
-                    match self.write_document(&encoders, row, &mut chunk.buf) {
-                        Ok(()) => chunk.docs += 1,
-                        Err((leaf, message)) => {
-                            let column = batch
-                                .schema()
-                                .field(self.plan.leaves[leaf].column)
-                                .name()
-                                .clone();
-                            if !self.dead_letter {
-                                return Err(Error::Value {
-                                    column,
-                                    row: self.describe_row(batch, row, first_row),
-                                    message,
-                                });
-                            }
-                            chunk.buf.truncate(at);
-                            rejects.push(crate::deadletter::Reject {
-                                row: first_row + row as u64 + 1,
-                                key: self.row_key(batch, row),
-                                column,
-                                reason: message,
-                            });
-                        }
-                    }
-                }
-                Ok((chunk, rejects))
+                self.encode_range(batch, &encoders, start..end, &skip, first_row, estimate)
             })
             .collect::<Result<Vec<_>>>()?;
         let mut all_rejects: Vec<crate::deadletter::Reject> = Vec::new();
@@ -408,6 +272,57 @@ impl Encoder {
             bytes,
             rejects: all_rejects,
         })
+    }
+
+    /// Encode the rows of `rows` (but those in `skip`) into one chunk; the
+    /// rows the policy refuses, in dead-letter mode.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_range(
+        &self,
+        batch: &RecordBatch,
+        encoders: &[ColumnEncoder<'_>],
+        rows: std::ops::Range<usize>,
+        skip: &[usize],
+        first_row: u64,
+        estimate: usize,
+    ) -> Result<(EncodedChunk, Vec<crate::deadletter::Reject>)> {
+        let (start, end) = (rows.start, rows.end);
+        let mut chunk = EncodedChunk {
+            buf: Vec::with_capacity(estimate * (end - start) + 64),
+            docs: 0,
+        };
+        let mut rejects = Vec::new();
+        for row in start..end {
+            if skip.binary_search(&row).is_ok() {
+                continue;
+            }
+            let at = chunk.buf.len();
+            match self.write_document(encoders, row, &mut chunk.buf) {
+                Ok(()) => chunk.docs += 1,
+                Err((leaf, message)) => {
+                    let column = batch
+                        .schema()
+                        .field(self.plan.leaves[leaf].column)
+                        .name()
+                        .clone();
+                    if !self.dead_letter {
+                        return Err(Error::Value {
+                            column,
+                            row: self.describe_row(batch, row, first_row),
+                            message,
+                        });
+                    }
+                    chunk.buf.truncate(at);
+                    rejects.push(crate::deadletter::Reject {
+                        row: first_row + row as u64 + 1,
+                        key: self.row_key(batch, row),
+                        column,
+                        reason: message,
+                    });
+                }
+            }
+        }
+        Ok((chunk, rejects))
     }
 
     /// `order_id=42`: the row's key columns, or empty without `mapping.id`.
@@ -505,27 +420,6 @@ impl Encoder {
             key if key.is_empty() => position,
             key => format!("{position} (row key {key})"),
         }
-    }
-}
-
-fn insert_path(nodes: &mut Vec<Node>, parents: &[&str], leaf: usize) {
-    let Some((first, rest)) = parents.split_first() else {
-        nodes.push(Node::Leaf(leaf));
-        return;
-    };
-    let key = b::cstring_key(first);
-    let pos = nodes
-        .iter()
-        .position(|n| matches!(n, Node::Doc { key: k, .. } if *k == key));
-    let pos = pos.unwrap_or_else(|| {
-        nodes.push(Node::Doc {
-            key,
-            children: Vec::new(),
-        });
-        nodes.len() - 1
-    });
-    if let Node::Doc { children, .. } = &mut nodes[pos] {
-        insert_path(children, rest, leaf);
     }
 }
 

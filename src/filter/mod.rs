@@ -290,6 +290,40 @@ fn is_numeric(t: &DataType) -> bool {
         )
 }
 
+/// A number literal's text for a column of `t`: an exponent only for
+/// floats, no more decimals than the column holds, `10.00` as the integer
+/// 10.
+fn number_text(n: &str, column: &str, data_type: &DataType) -> Result<String> {
+    let t = data_type;
+    if n.contains(['e', 'E']) && !matches!(t, DataType::Float32 | DataType::Float64) {
+        return Err(Error::config(
+            KEY,
+            format!("column `{column}` is {data_type}; write the literal {n} without an exponent"),
+        ));
+    }
+    let fraction = n
+        .split_once('.')
+        .map_or(0, |(_, f)| f.trim_end_matches('0').len());
+    let exact = match t {
+        t if is_integer(t) => fraction == 0,
+        DataType::Decimal128(_, s) => fraction <= (*s).max(0) as usize,
+        _ => true,
+    };
+    if !exact {
+        return Err(Error::config(
+            KEY,
+            format!(
+                "column `{column}` is {data_type}; the literal {n} has more decimal places than it can hold"
+            ),
+        ));
+    }
+    if is_integer(t) {
+        // `10.00` is the integer 10.
+        return Ok(n.split('.').next().unwrap_or(n).to_string());
+    }
+    Ok(n.to_string())
+}
+
 /// A literal as a one-value array of `column`'s type.
 fn scalar(
     lit: &Literal,
@@ -323,35 +357,8 @@ fn scalar(
     if padded {
         text = text.trim_end_matches(' ').to_string();
     }
-    if let (Literal::Number(n), t) = (lit, data_type) {
-        if n.contains(['e', 'E']) && !matches!(t, DataType::Float32 | DataType::Float64) {
-            return Err(Error::config(
-                KEY,
-                format!(
-                    "column `{column}` is {data_type}; write the literal {n} without an exponent"
-                ),
-            ));
-        }
-        let fraction = n
-            .split_once('.')
-            .map_or(0, |(_, f)| f.trim_end_matches('0').len());
-        let exact = match t {
-            t if is_integer(t) => fraction == 0,
-            DataType::Decimal128(_, s) => fraction <= (*s).max(0) as usize,
-            _ => true,
-        };
-        if is_integer(t) {
-            // `10.00` is the integer 10.
-            text = n.split('.').next().unwrap_or(n).to_string();
-        }
-        if !exact {
-            return Err(Error::config(
-                KEY,
-                format!(
-                    "column `{column}` is {data_type}; the literal {n} has more decimal places than it can hold"
-                ),
-            ));
-        }
+    if let Literal::Number(n) = lit {
+        text = number_text(n, column, data_type)?;
     }
     let source: ArrayRef = Arc::new(StringArray::from(vec![text.as_str()]));
     let options = CastOptions {

@@ -33,6 +33,64 @@ impl fmt::Display for Token {
     }
 }
 
+/// The quoted text or name starting at `chars[i]` (`''` for a quote),
+/// and the index after it.
+fn quoted(chars: &[char], mut i: usize) -> Result<(Token, usize)> {
+    let quote = chars[i];
+    let mut s = String::new();
+    i += 1;
+    loop {
+        match chars.get(i) {
+            None => {
+                return Err(Error::config(
+                    KEY,
+                    format!("unterminated {quote}...{quote} starting at character {i}"),
+                ))
+            }
+            Some(&q) if q == quote && chars.get(i + 1) == Some(&quote) => {
+                s.push(quote);
+                i += 2;
+            }
+            Some(&q) if q == quote => {
+                i += 1;
+                break;
+            }
+            Some(&ch) => {
+                s.push(ch);
+                i += 1;
+            }
+        }
+    }
+    let token = match quote {
+        '\'' => Token::Text(s),
+        _ => Token::Quoted(s),
+    };
+    Ok((token, i))
+}
+
+/// The number starting at `chars[start]` (sign, digits, point, exponent),
+/// and the index after it.
+fn number(chars: &[char], start: usize) -> Result<(Token, usize)> {
+    let mut i = start + 1;
+    while i < chars.len()
+        && (chars[i].is_ascii_digit()
+            || chars[i] == '.'
+            || ((chars[i] == 'e' || chars[i] == 'E')
+                && chars
+                    .get(i + 1)
+                    .is_some_and(|d| d.is_ascii_digit() || *d == '-' || *d == '+'))
+            || ((chars[i] == '-' || chars[i] == '+') && matches!(chars[i - 1], 'e' | 'E')))
+    {
+        i += 1;
+    }
+    let n: String = chars[start..i].iter().collect();
+    let n = n.strip_prefix('+').unwrap_or(&n).to_string();
+    if n.parse::<f64>().is_err() {
+        return Err(Error::config(KEY, format!("`{n}` is not a number")));
+    }
+    Ok((Token::Number(n), i))
+}
+
 pub(super) fn lex(text: &str) -> Result<Vec<Token>> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
@@ -55,36 +113,9 @@ pub(super) fn lex(text: &str) -> Result<Vec<Token>> {
                 i += 1
             }
             '\'' | '"' => {
-                let quote = c;
-                let mut s = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => {
-                            return Err(err(format!(
-                                "unterminated {quote}...{quote} starting at character {}",
-                                i
-                            )))
-                        }
-                        Some(&q) if q == quote && chars.get(i + 1) == Some(&quote) => {
-                            s.push(quote);
-                            i += 2;
-                        }
-                        Some(&q) if q == quote => {
-                            i += 1;
-                            break;
-                        }
-                        Some(&ch) => {
-                            s.push(ch);
-                            i += 1;
-                        }
-                    }
-                }
-                out.push(if quote == '\'' {
-                    Token::Text(s)
-                } else {
-                    Token::Quoted(s)
-                });
+                let (token, next) = quoted(&chars, i)?;
+                out.push(token);
+                i = next;
             }
             '=' => {
                 out.push(Token::Op("="));
@@ -113,26 +144,9 @@ pub(super) fn lex(text: &str) -> Result<Vec<Token>> {
                         .get(i + 1)
                         .is_some_and(|d| d.is_ascii_digit() || *d == '.')) =>
             {
-                let start = i;
-                i += 1;
-                while i < chars.len()
-                    && (chars[i].is_ascii_digit()
-                        || chars[i] == '.'
-                        || ((chars[i] == 'e' || chars[i] == 'E')
-                            && chars
-                                .get(i + 1)
-                                .is_some_and(|d| d.is_ascii_digit() || *d == '-' || *d == '+'))
-                        || ((chars[i] == '-' || chars[i] == '+')
-                            && matches!(chars[i - 1], 'e' | 'E')))
-                {
-                    i += 1;
-                }
-                let n: String = chars[start..i].iter().collect();
-                let n = n.strip_prefix('+').unwrap_or(&n).to_string();
-                if n.parse::<f64>().is_err() {
-                    return Err(err(format!("`{n}` is not a number")));
-                }
-                out.push(Token::Number(n));
+                let (token, next) = number(&chars, i)?;
+                out.push(token);
+                i = next;
             }
             c if c.is_alphabetic() || c == '_' => {
                 let start = i;
@@ -213,6 +227,36 @@ impl Parser {
         self.predicate()
     }
 
+    /// `( literal, literal, ... )` after IN.
+    fn in_list(&mut self) -> Result<Vec<Literal>> {
+        self.expect(Token::LParen, "`(` after IN")?;
+        let mut list = Vec::new();
+        loop {
+            match self.operand()? {
+                Operand::Literal(l) => list.push(l),
+                Operand::Column(c) => {
+                    return Err(Error::config(
+                        KEY,
+                        format!("IN (...) takes literals, found column `{c}`"),
+                    ))
+                }
+            }
+            match self.next() {
+                Some(Token::Comma) => continue,
+                Some(Token::RParen) => return Ok(list),
+                other => {
+                    return Err(Error::config(
+                        KEY,
+                        format!(
+                            "expected `,` or `)` in IN (...), found {}",
+                            other.map_or("the end of the filter".into(), |t| t.to_string())
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
     fn predicate(&mut self) -> Result<Expr> {
         if self.peek() == Some(&Token::LParen) {
             self.pos += 1;
@@ -240,32 +284,7 @@ impl Parser {
         }
         let negated_in = self.keyword("NOT");
         if self.keyword("IN") {
-            self.expect(Token::LParen, "`(` after IN")?;
-            let mut list = Vec::new();
-            loop {
-                match self.operand()? {
-                    Operand::Literal(l) => list.push(l),
-                    Operand::Column(c) => {
-                        return Err(Error::config(
-                            KEY,
-                            format!("IN (...) takes literals, found column `{c}`"),
-                        ))
-                    }
-                }
-                match self.next() {
-                    Some(Token::Comma) => continue,
-                    Some(Token::RParen) => break,
-                    other => {
-                        return Err(Error::config(
-                            KEY,
-                            format!(
-                                "expected `,` or `)` in IN (...), found {}",
-                                other.map_or("the end of the filter".into(), |t| t.to_string())
-                            ),
-                        ))
-                    }
-                }
-            }
+            let list = self.in_list()?;
             return Ok(Expr::In {
                 column: column(&left, "IN")?,
                 list,
