@@ -75,6 +75,11 @@ pub enum Error {
         message: String,
     },
 
+    /// The checkpoint changed under the run (dropped, restarted by another
+    /// process): the run can no longer vouch for its progress.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+
     /// Local I/O (job file, state files).
     #[error("{context}: {source}")]
     Io {
@@ -116,6 +121,7 @@ impl Error {
             }
             Error::Query { class, .. } | Error::Connect { class, .. } => *class,
             Error::Unavailable { .. } => Class::Transient,
+            Error::Checkpoint(_) => Class::Fatal,
             Error::Value { .. } | Error::Write { .. } | Error::Io { .. } | Error::Internal(_) => {
                 Class::Data
             }

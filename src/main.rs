@@ -173,7 +173,7 @@ fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
         Ok(summary) => summary,
         Err(e) => {
             let code = report(&e);
-            if code == exit::FAILED {
+            if code == exit::FAILED && !matches!(e, shiftload::Error::Checkpoint(_)) {
                 eprintln!("shiftload: progress is kept; run the same command again to resume");
             }
             return code;

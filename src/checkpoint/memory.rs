@@ -11,7 +11,7 @@ use super::{
     changed_job, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
     PartitionStats, PartitionStatus, Planned,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::Range;
 
 struct Partition {
@@ -31,6 +31,8 @@ struct State {
     generation: i64,
     job: Option<JobState>,
     fingerprint: String,
+    /// Partitions of the generation: planned, plus one per split.
+    planned: usize,
     /// By id; ids sort as the MongoDB store claims (null keys last).
     partitions: BTreeMap<(bool, i64), (String, Partition)>,
 }
@@ -68,14 +70,22 @@ impl MemoryStore {
         f(&mut self.state.lock().expect("not poisoned"))
     }
 
-    /// Apply `f` to the claimed partition if this worker still owns it.
-    fn with_mine(&self, claim: &Claim, f: impl FnOnce(&mut Partition)) {
+    /// Apply `f` to the claimed partition if this worker still owns it; an
+    /// error when the partition is gone (the run was restarted under it).
+    fn with_mine(&self, claim: &Claim, f: impl FnOnce(&mut Partition)) -> Result<()> {
         self.with(|s| {
             let key = (claim.work.range.null, claim.work.range.lo);
-            if let Some((_, p)) = s.partitions.get_mut(&key) {
-                if p.owner.as_deref() == Some(&self.owner) {
-                    f(p);
+            match s.partitions.get_mut(&key) {
+                Some((_, p)) if s.generation == claim.generation => {
+                    if p.owner.as_deref() == Some(&self.owner) {
+                        f(p);
+                    }
+                    Ok(())
                 }
+                _ => Err(Error::Checkpoint(format!(
+                    "partition {} is gone: the run was restarted under this worker",
+                    claim.id
+                ))),
             }
         })
     }
@@ -147,6 +157,7 @@ impl CheckpointStore for MemoryStore {
                 .map(|(id, p)| ((p.work.range.null, p.work.range.lo), (id, p)))
                 .collect();
             s.generation = next;
+            s.planned = s.partitions.len();
             s.fingerprint = fingerprint.into();
             s.job = Some(JobState::Running);
         });
@@ -190,7 +201,7 @@ impl CheckpointStore for MemoryStore {
                 p.lease_until = Some(Instant::now() + self.lease);
                 ours = true;
             }
-        });
+        })?;
         Ok(ours)
     }
 
@@ -200,8 +211,7 @@ impl CheckpointStore for MemoryStore {
             p.timeouts += timeout as u32;
             p.error = Some(error.into());
             p.lease_until = Some(Instant::now() + self.lease);
-        });
-        Ok(())
+        })
     }
 
     async fn done(&self, claim: &Claim, stats: &PartitionStats) -> Result<()> {
@@ -209,8 +219,7 @@ impl CheckpointStore for MemoryStore {
             p.state = PartitionState::Done;
             p.rows = stats.rows as i64;
             p.lease_until = None;
-        });
-        Ok(())
+        })
     }
 
     async fn failed(&self, claim: &Claim, error: &str) -> Result<()> {
@@ -219,8 +228,7 @@ impl CheckpointStore for MemoryStore {
             p.error = Some(error.into());
             p.failed_by = Some(self.owner.clone());
             p.lease_until = None;
-        });
-        Ok(())
+        })
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
@@ -230,35 +238,45 @@ impl CheckpointStore for MemoryStore {
                 p.owner = None;
                 p.lease_until = None;
             }
-        });
-        Ok(())
+        })
     }
 
     async fn split(&self, claim: &Claim, halves: (Range, Range)) -> Result<()> {
         let (a, b) = halves;
         let (id, second) = self.partition(Planned::range(b), claim.generation);
-        self.with(|s| s.partitions.insert((b.null, b.lo), (id, second)));
         self.with_mine(claim, |p| {
             p.work.range.hi = a.hi;
             p.state = PartitionState::Pending;
             p.timeouts = 0;
             p.owner = None;
             p.lease_until = None;
+        })?;
+        self.with(|s| {
+            s.partitions.insert((b.null, b.lo), (id, second));
+            s.planned += 1;
         });
         Ok(())
     }
 
     async fn complete_if_done(&self, generation: i64) -> Result<bool> {
-        Ok(self.with(|s| {
-            let done = s.generation == generation
-                && s.partitions
-                    .values()
-                    .all(|(_, p)| p.state == PartitionState::Done);
-            if done && s.job == Some(JobState::Running) {
+        self.with(|s| {
+            if s.generation != generation {
+                return Err(Error::Checkpoint(format!(
+                    "run {generation} was replaced by run {}",
+                    s.generation
+                )));
+            }
+            let done = s
+                .partitions
+                .values()
+                .filter(|(_, p)| p.state == PartitionState::Done)
+                .count();
+            let complete = done == s.planned;
+            if complete && s.job == Some(JobState::Running) {
                 s.job = Some(JobState::Complete);
             }
-            done
-        }))
+            Ok(complete)
+        })
     }
 
     async fn status(&self) -> Result<Option<JobStatus>> {

@@ -180,7 +180,54 @@ impl MongoStore {
             .update_one(doc! {"_id": &claim.id, "owner": &self.owner}, update)
             .await
             .map_err(db_err)?;
+        if r.matched_count == 0 {
+            self.not_mine(claim).await?;
+        }
         Ok(r.matched_count)
+    }
+
+    /// A state change of `claim` matched nothing: another worker took the
+    /// partition over after our lease expired (it finishes it; the writes
+    /// are idempotent), or the checkpoint changed under the run (an error:
+    /// the run can no longer tell what is done).
+    async fn not_mine(&self, claim: &Claim) -> Result<()> {
+        let current = self
+            .coll
+            .find_one(doc! {"_id": &claim.id})
+            .await
+            .map_err(db_err)?;
+        match current {
+            Some(d) if d.get_i64("generation").ok() == Some(claim.generation) => {
+                tracing::warn!(partition = %claim.id, "the partition was taken over by another worker");
+                Ok(())
+            }
+            _ => Err(Error::Checkpoint(format!(
+                "partition {} of job `{}` is no longer in the checkpoint collection `{}`: it was \
+                 dropped or the run was restarted while this worker ran; nothing is marked complete, \
+                 run the job again",
+                claim.id,
+                self.job,
+                self.coll.name()
+            ))),
+        }
+    }
+
+    /// The job document of `generation`, or the error that says it changed.
+    async fn job_of(&self, generation: i64) -> Result<Document> {
+        let job = self
+            .coll
+            .find_one(doc! {"_id": self.job_id()})
+            .await
+            .map_err(db_err)?;
+        match job {
+            Some(d) if d.get_i64("generation").ok() == Some(generation) => Ok(d),
+            _ => Err(Error::Checkpoint(format!(
+                "the job `{}` has no run {generation} in the checkpoint collection `{}` any more: \
+                 it was dropped or restarted while this worker ran; run the job again",
+                self.job,
+                self.coll.name()
+            ))),
+        }
     }
 }
 
@@ -328,7 +375,8 @@ impl CheckpointStore for MongoStore {
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
-        self.coll
+        let r = self
+            .coll
             .update_one(
                 doc! {"_id": &claim.id, "owner": &self.owner,
                 "state": as_bson(PartitionState::Running)},
@@ -337,6 +385,9 @@ impl CheckpointStore for MongoStore {
             )
             .await
             .map_err(db_err)?;
+        if r.matched_count == 0 {
+            self.not_mine(claim).await?;
+        }
         Ok(())
     }
 
@@ -345,6 +396,13 @@ impl CheckpointStore for MongoStore {
         let mut second = self.partition_doc(&Planned::range(b), claim.generation);
         second.insert("split_from", &claim.id);
         self.coll.insert_one(second).await.map_err(db_err)?;
+        self.coll
+            .update_one(
+                doc! {"_id": self.job_id(), "generation": claim.generation},
+                doc! {"$inc": {"partitions": 1i64}},
+            )
+            .await
+            .map_err(db_err)?;
         self.update_mine(
             claim,
             doc! {"$set": {"hi": a.hi, "state": as_bson(PartitionState::Pending), "timeouts": 0i32},
@@ -355,15 +413,17 @@ impl CheckpointStore for MongoStore {
     }
 
     async fn complete_if_done(&self, generation: i64) -> Result<bool> {
-        let open = self
+        let job = self.job_of(generation).await?;
+        let planned = job.get_i64("partitions").unwrap_or(i64::MAX) as u64;
+        let done = self
             .coll
             .count_documents(
                 doc! {"job": &self.job, "kind": "partition", "generation": generation,
-                "state": {"$ne": as_bson(PartitionState::Done)}},
+                "state": as_bson(PartitionState::Done)},
             )
             .await
             .map_err(db_err)?;
-        if open > 0 {
+        if done < planned {
             return Ok(false);
         }
         self.coll
@@ -374,6 +434,8 @@ impl CheckpointStore for MongoStore {
             )
             .await
             .map_err(db_err)?;
+        // Complete only if the job document is still this generation's.
+        self.job_of(generation).await?;
         Ok(true)
     }
 

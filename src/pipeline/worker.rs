@@ -65,8 +65,14 @@ pub(super) async fn work(ctx: Arc<Context>, generation: i64, parallel: usize) ->
         }
         if tasks.is_empty() {
             // Nothing to claim: finished, or other workers hold the rest.
-            let open = patient(|| ctx.store.status()).await?.map(|s| s.open());
-            if matches!(open, Some(0) | None) {
+            let status = patient(|| ctx.store.status()).await?;
+            let Some(status) = status.filter(|s| s.generation == generation) else {
+                return Err(Error::Checkpoint(format!(
+                    "run {generation} of the job is gone from the checkpoint: it was dropped or \
+                     restarted while this worker ran; run the job again"
+                )));
+            };
+            if status.open() == 0 {
                 break;
             }
             tokio::select! {

@@ -1,0 +1,89 @@
+//! A run that says complete is complete: the ways a run could exit 0 with
+//! rows missing, each tried on the real servers.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::{doc, Document};
+use common::*;
+
+/// A table of `rows` rows whose `s` column costs 30 ms on every tenth row,
+/// so that a partition of a 20-way split takes a visible moment.
+async fn slow_table(rows: u32) -> String {
+    let table = unique("slow");
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id, 'row ' || g AS s FROM generate_series(1, {rows}) g;
+         CREATE FUNCTION {table}_slow(i int, t text) RETURNS text LANGUAGE plpgsql AS $$
+         BEGIN IF i % 10 = 0 THEN PERFORM pg_sleep(0.03); END IF; RETURN t; END $$;"
+    ))
+    .await;
+    table
+}
+
+/// Partition documents of `db`'s checkpoint in state `state`.
+async fn partitions_in(db: &str, state: &str) -> u64 {
+    mongo()
+        .await
+        .database(db)
+        .collection::<Document>("shiftload_checkpoints")
+        .count_documents(doc! {"kind": "partition", "state": state})
+        .await
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_checkpoint_dropped_mid_run_is_an_error_not_a_completion() {
+    let table = slow_table(200).await;
+    let db = unique("exact");
+    let (_dir, path) = job(&format!(
+        r#"[source]
+url = "{{PG}}"
+query = "SELECT id, {table}_slow(id, s) AS s FROM {table}"
+[target]
+uri = "{{MONGO}}"
+database = "{db}"
+collection = "rows"
+[mapping]
+id = ["id"]
+[partition]
+column = "id"
+count = 20
+"#
+    ));
+    let child = Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(["run", "--no-progress", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once a few partitions are done, the checkpoint disappears under the run.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partitions_in(&db, "done").await < 2 {
+        assert!(Instant::now() < deadline, "no partition finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    mongo()
+        .await
+        .database(&db)
+        .collection::<Document>("shiftload_checkpoints")
+        .drop()
+        .await
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let written = mongo_count(&db, "rows").await;
+    assert!(
+        !out.status.success(),
+        "exit 0 with {written} of 200 documents written:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        !stdout(&out).contains("transfer complete"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("checkpoint"), "{}", stderr(&out));
+    drop_db(&db).await;
+}
