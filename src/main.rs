@@ -14,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit codes, as the README documents them.
+/// Exit codes, as the README documents them (0: complete).
 mod exit {
-    /// Transfer complete.
     pub const OK: u8 = 0;
     /// The run stopped on an error (server, SQL, write); resumable.
     pub const FAILED: u8 = 1;
@@ -24,6 +23,8 @@ mod exit {
     pub const CONFIG: u8 = 2;
     /// Some partitions failed after their retries; the rest is done.
     pub const PARTITIONS_FAILED: u8 = 3;
+    /// Complete but for rows set aside in the dead-letter file.
+    pub const SET_ASIDE: u8 = 4;
     /// Stopped by SIGINT/SIGTERM; the next run resumes.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -75,13 +76,11 @@ enum Command {
     },
     /// Print the JSON Schema of job files.
     Schema,
-    /// Measure the first stages of a job (fetch + decode, or + encode)
-    /// without writing anything.
+    /// Measure the first stages of a job without writing anything.
     Bench {
         #[command(flatten)]
         job: JobArgs,
-        /// How far to take the data: `source` (fetch and decode into
-        /// Arrow) or `encode` (and encode into BSON).
+        /// `source` (fetch, decode into Arrow) or `encode` (and into BSON).
         #[arg(long, value_parser = ["source", "encode"], default_value = "source")]
         stage: String,
     },
@@ -180,6 +179,7 @@ fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
         }
     };
     let code = match summary.outcome {
+        Outcome::Complete if summary.rejected > 0 => exit::SET_ASIDE,
         Outcome::Complete => exit::OK,
         Outcome::PartitionsFailed => exit::PARTITIONS_FAILED,
         Outcome::Interrupted => exit::INTERRUPTED,

@@ -228,7 +228,16 @@ async fn dead_letter_case(send: &str) {
          [dead_letter]\npath = \"{}\"\n",
         dl.display()
     ));
-    let out = assert_ok(&run_job(&path));
+    // Complete but for the rows set aside: exit 4, not 0.
+    let run = run_job(&path);
+    assert_eq!(
+        run.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    let out = stdout(&run);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&dl)
         .unwrap()
         .lines()

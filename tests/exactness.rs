@@ -87,3 +87,40 @@ count = 20
     assert!(stderr(&out).contains("checkpoint"), "{}", stderr(&out));
     drop_db(&db).await;
 }
+
+/// Rows set aside are rows missing from the copy: cron must hear of them,
+/// also with `--quiet`.
+#[tokio::test]
+async fn rows_set_aside_are_reported_even_when_quiet() {
+    let table = unique("aside");
+    let db = unique("aside");
+    pg_exec(&format!(
+        "CREATE TABLE {table} (id int, amount numeric(10,2));
+         INSERT INTO {table} SELECT i, i FROM generate_series(1, 50) i;
+         INSERT INTO {table} VALUES (51, 'NaN');"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dl = dir.path().join("rejected.jsonl");
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table}\"\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+         [mapping]\nid = [\"id\"]\ndecimal = \"string\"\n\
+         [dead_letter]\npath = \"{}\"\n",
+        dl.display()
+    ));
+    let out = shiftload(&["run", "--quiet", path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("1 row set aside"), "{text}");
+    assert!(text.contains("set aside     1 rows"), "{text}");
+    assert_eq!(mongo_count(&db, "c").await, 50);
+    assert_eq!(std::fs::read_to_string(&dl).unwrap().lines().count(), 1);
+    drop_db(&db).await;
+}

@@ -17,7 +17,7 @@ const STAGES: &[&str] = &["encode", "source", "sink", "checkpoint", "pipeline"];
 
 const MAX_FILE_LINES: usize = 600;
 const MAX_FN_LINES: usize = 80;
-const MAX_MAIN_LINES: usize = 200;
+const MAX_MAIN_LINES: usize = 199;
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("src/ is readable") {

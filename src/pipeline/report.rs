@@ -19,6 +19,14 @@ fn bytes(n: u64) -> String {
 impl RunSummary {
     fn headline(&self, job: &Path) -> String {
         match self.outcome {
+            Outcome::Complete if self.rejected > 0 => format!(
+                "shiftload: transfer complete but for {} row{} set aside in {}: they are not in the target",
+                thousands(self.rejected),
+                if self.rejected == 1 { "" } else { "s" },
+                self.dead_letter_path
+                    .as_deref()
+                    .map_or("the dead-letter file".into(), |p| p.display().to_string())
+            ),
             Outcome::Complete => "shiftload: transfer complete".to_string(),
             Outcome::PartitionsFailed => format!(
                 "shiftload: {} partition(s) failed; run `shiftload run {}` again to retry them",
