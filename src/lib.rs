@@ -26,13 +26,15 @@
 //! after an error, the one retry loop), [`plan`] (key ranges, partitions),
 //! [`filter`] (the row filter), [`memory`] (the budget), [`deadletter`],
 //! [`kind`] (source typing carried in Arrow metadata), [`sql`], [`time`],
-//! [`mongo`] (connection and driver errors), [`redact`].
+//! [`mongo`] (connection and driver errors), [`redact`], [`failpoint`]
+//! (failures on purpose, for tests).
 
 pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
 pub mod encode;
 pub mod error;
+pub mod failpoint;
 pub mod filter;
 pub mod kind;
 pub mod memory;

@@ -124,3 +124,45 @@ async fn rows_set_aside_are_reported_even_when_quiet() {
     assert_eq!(std::fs::read_to_string(&dl).unwrap().lines().count(), 1);
     drop_db(&db).await;
 }
+
+/// A reader that dies (here: a panic on purpose, after its first batch) is
+/// a failed partition, not the end of the data.
+#[tokio::test]
+async fn a_reader_panic_is_a_failure_not_the_end_of_the_data() {
+    let table = unique("panic");
+    let db = unique("panic");
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id FROM generate_series(1, 5000) g"
+    ))
+    .await;
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT id FROM {table}\"\nfetch_rows = 1000\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+         [mapping]\nid = [\"id\"]\n[retry]\nmax_attempts = 2\ninitial_delay_ms = 10\n"
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(["run", "--no-progress", path.to_str().unwrap()])
+        .env("SHIFTLOAD_FAILPOINTS", "reader-panic")
+        .output()
+        .unwrap();
+    let written = mongo_count(&db, "c").await;
+    assert!(
+        !out.status.success(),
+        "exit 0 with {written} of 5000 documents:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("panicked"), "{}", stdout(&out));
+    // Without the failpoint the next run resumes the failed partition.
+    let again = assert_ok(&run_job(&path));
+    assert!(again.contains("transfer complete"), "{again}");
+    assert_eq!(mongo_count(&db, "c").await, 5000);
+    drop_db(&db).await;
+}

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::pgtypes::ColumnBuilder;
 use super::SourceBatch;
 use crate::config::SourceConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::memory::Budget;
 use connection::Connection;
 
@@ -35,6 +35,8 @@ pub struct PgSource {
     schema: SchemaRef,
     rx: mpsc::Receiver<Result<SourceBatch>>,
     producer: JoinHandle<()>,
+    /// The producer was awaited (a JoinHandle is awaited once).
+    ended: bool,
     rows_seen: u64,
 }
 
@@ -70,6 +72,7 @@ impl PgSource {
             schema,
             rx,
             producer,
+            ended: false,
             rows_seen: 0,
         })
     }
@@ -105,12 +108,27 @@ impl PgSource {
 
     /// The next batch with the permits it holds until written, or `None`
     /// when the result is exhausted.
+    ///
+    /// The channel closes when the reader task ends; only a task that ended
+    /// normally (after `COMMIT`) means the end of the result. A task that
+    /// panicked or was aborted is an error: the partition is not complete.
     pub async fn next_batch(&mut self) -> Option<Result<SourceBatch>> {
-        let batch = self.rx.recv().await?;
-        if let Ok(b) = &batch {
-            self.rows_seen += b.batch.num_rows() as u64;
+        if let Some(batch) = self.rx.recv().await {
+            if let Ok(b) = &batch {
+                self.rows_seen += b.batch.num_rows() as u64;
+            }
+            return Some(batch);
         }
-        Some(batch)
+        if std::mem::replace(&mut self.ended, true) {
+            return None;
+        }
+        match (&mut self.producer).await {
+            Ok(()) => None,
+            Err(e) => Some(Err(Error::Internal(format!(
+                "the reader task ended abnormally after {} rows ({e}); the partition is not complete",
+                self.rows_seen
+            )))),
+        }
     }
 
     /// Rows received so far.

@@ -69,6 +69,9 @@ impl Batching<'_> {
 
     /// Hand the batch on (nothing when it is empty).
     async fn cut(&mut self, tx: &BatchSender) -> Result<()> {
+        if self.rows_before > 0 && crate::failpoint::on("reader-panic") {
+            panic!("failpoint reader-panic");
+        }
         self.rows_before += self.rows as u64;
         self.bytes = 0;
         emit(
