@@ -363,3 +363,20 @@ async fn quantile_split_balances_skewed_keys() {
     assert!(rows.iter().all(|&r| (200..=300).contains(&r)), "{rows:?}");
     drop_db(&db).await;
 }
+
+/// `shiftload status job.toml | head`: a reader that closes the pipe early
+/// is no error (it was a panic, exit 101).
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let (_d, path) = simple_job("SELECT 1 AS id", &unique("pipe"), "c", "");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(["status", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
