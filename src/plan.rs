@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::sql::{quote_ident, trim_query};
+use crate::sql::{quote_ident, subquery, trim_query};
 use crate::time::{date_string, parse_date, parse_timestamp, timestamp_string};
 
 /// How to cut the job into partitions.
@@ -222,18 +222,18 @@ impl KeyType {
     pub fn sample_sql(query: &str, column: &str, rows: u64) -> String {
         let p = (SAMPLE_KEYS as f64 / rows.max(1) as f64).min(1.0);
         format!(
-            "SELECT {c}::text FROM ({q}) AS shiftload_q WHERE {c} IS NOT NULL AND RANDOM() < {p} ORDER BY {c}",
+            "SELECT {c}::text FROM {q} AS shiftload_q WHERE {c} IS NOT NULL AND RANDOM() < {p} ORDER BY {c}",
             c = quote_ident(column),
-            q = trim_query(query)
+            q = subquery(query)
         )
     }
 
     /// SQL that gives min, max and count of `column` over `query`.
     pub fn stats_sql(query: &str, column: &str) -> String {
         format!(
-            "SELECT min({c})::text, max({c})::text, count(*)::text FROM ({q}) AS shiftload_q",
+            "SELECT min({c})::text, max({c})::text, count(*)::text FROM {q} AS shiftload_q",
             c = quote_ident(column),
-            q = trim_query(query)
+            q = subquery(query)
         )
     }
 }
@@ -255,8 +255,8 @@ pub fn partition_sql(query: &str, column: Option<&str>, key: KeyType, r: &Range)
         }
     };
     format!(
-        "SELECT * FROM ({}) AS shiftload_q WHERE {predicate}",
-        trim_query(query)
+        "SELECT * FROM {} AS shiftload_q WHERE {predicate}",
+        subquery(query)
     )
 }
 
@@ -390,7 +390,7 @@ mod tests {
         };
         assert_eq!(
             partition_sql("select * from t;", Some("day"), KeyType::Date, &r),
-            "SELECT * FROM (select * from t) AS shiftload_q WHERE \"day\" >= DATE '2024-01-01' AND \"day\" < DATE '2024-02-01'"
+            "SELECT * FROM (\nselect * from t\n) AS shiftload_q WHERE \"day\" >= DATE '2024-01-01' AND \"day\" < DATE '2024-02-01'"
         );
         let r = Range {
             lo: i64::MIN,
@@ -399,7 +399,7 @@ mod tests {
         };
         assert_eq!(
             partition_sql("q", Some("ts"), KeyType::Timestamp { tz: true }, &r),
-            "SELECT * FROM (q) AS shiftload_q WHERE \"ts\" < TIMESTAMPTZ '1970-01-01 00:00:00.000000+00'"
+            "SELECT * FROM (\nq\n) AS shiftload_q WHERE \"ts\" < TIMESTAMPTZ '1970-01-01 00:00:00.000000+00'"
         );
         let null = Range {
             lo: i64::MIN,

@@ -26,6 +26,12 @@ pub fn pushdown_sql(query: &str, columns: Option<&[String]>, predicate: Option<&
     sql
 }
 
+/// The query as a parenthesised subquery, on lines of its own: a trailing
+/// `--` comment in it cannot swallow what follows.
+pub fn subquery(q: &str) -> String {
+    format!("(\n{}\n)", trim_query(q))
+}
+
 /// The query without surrounding blanks and trailing semicolons.
 pub fn trim_query(q: &str) -> &str {
     q.trim().trim_end_matches(';').trim_end()

@@ -166,3 +166,24 @@ async fn a_reader_panic_is_a_failure_not_the_end_of_the_data() {
     assert_eq!(mongo_count(&db, "c").await, 5000);
     drop_db(&db).await;
 }
+
+/// A query ending in a `-- comment` is partitioned and planned like any
+/// other: the comment cannot swallow the SQL shiftload wraps around it.
+#[tokio::test]
+async fn a_query_ending_in_a_comment_is_partitioned() {
+    let table = unique("comment");
+    let db = unique("comment");
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id FROM generate_series(1, 300) g"
+    ))
+    .await;
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT id FROM {table} -- every row\"\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+         [mapping]\nid = [\"id\"]\n[partition]\ncolumn = \"id\"\ncount = 3\n"
+    ));
+    let out = assert_ok(&run_job(&path));
+    assert!(out.contains("300 inserted"), "{out}");
+    assert_eq!(mongo_count(&db, "c").await, 300);
+    drop_db(&db).await;
+}
