@@ -111,6 +111,17 @@ async fn partitions(uri: &str, db: &str) -> Vec<Document> {
         .unwrap()
 }
 
+/// Partitions marked done in `db`'s checkpoint (0 before it exists).
+async fn done_count(uri: &str, db: &str) -> u64 {
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    client
+        .database(db)
+        .collection::<Document>("shiftload_checkpoints")
+        .count_documents(doc! {"kind": "partition", "state": "done"})
+        .await
+        .unwrap_or(0)
+}
+
 #[tokio::test]
 async fn sigkill_at_random_moments_then_resume_exactly() {
     let rows: u64 = std::env::var("SHIFTLOAD_KILL_ROWS").map_or(100_000, |v| v.parse().unwrap());
@@ -121,10 +132,19 @@ async fn sigkill_at_random_moments_then_resume_exactly() {
     let mut finished = false;
     for round in 0..3 {
         let mut child = spawn(&path);
-        // Kill moments scale with the table, so that partitions finish between kills.
-        let scale = (rows / 100_000).max(1);
-        let wait = rng.random_range(800 * scale..2500 * scale);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // Kill at a random moment after this round finished a partition (or
+        // after a minute), whatever the machine's speed: partitions then
+        // finish between kills, and the kill still lands mid-run.
+        let started = Instant::now();
+        let before = done_count(&uri, &db).await;
+        while done_count(&uri, &db).await <= before
+            && started.elapsed() < Duration::from_secs(60)
+            && child.try_wait().unwrap().is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
+        let wait = started.elapsed().as_millis();
         if let Some(status) = child.try_wait().unwrap() {
             // This run resumed and finished the job before the kill.
             assert!(status.success());
