@@ -147,8 +147,7 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
     let prepared = prepare(job, true).await?;
     let target = prepared.target.clone().expect("prepared to write");
     let store = mongo_store(job, &target, &prepared.name, &worker_name());
-    let namespace = format!("{}.{}", job.target.database, job.target.collection);
-    execute(&prepared, Arc::new(store), namespace, options, started).await
+    execute(&prepared, Arc::new(store), options, started).await
 }
 
 /// Run a prepared job against `store`: join or plan a generation, work on
@@ -156,7 +155,6 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
 pub async fn execute(
     prepared: &Prepared,
     store: Arc<dyn CheckpointStore>,
-    namespace: String,
     options: RunOptions,
     started: Instant,
 ) -> Result<RunSummary> {
@@ -208,47 +206,38 @@ pub async fn execute(
             tracing::warn!(error = %e, "the staged parts could not all be deleted");
         }
     }
+    let status = status.as_ref();
+    Ok(summary(
+        prepared, &ctx, status, tally, complete, generation, started,
+    ))
+}
+
+fn summary(
+    prepared: &Prepared,
+    ctx: &Context,
+    status: Option<&JobStatus>,
+    tally: worker::Tally,
+    complete: bool,
+    generation: i64,
+    started: Instant,
+) -> RunSummary {
     let outcome = match (complete, tally.interrupted) {
         (true, _) => Outcome::Complete,
         (false, true) => Outcome::Interrupted,
         (false, false) => Outcome::PartitionsFailed,
     };
-    Ok(summary(
-        prepared,
-        &ctx,
-        status.as_ref(),
-        tally.writes,
-        tally.failures,
-        outcome,
-        namespace,
-        generation,
-        started,
-    ))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn summary(
-    prepared: &Prepared,
-    ctx: &Context,
-    status: Option<&JobStatus>,
-    writes: WriteStats,
-    failures: Vec<String>,
-    outcome: Outcome,
-    namespace: String,
-    generation: i64,
-    started: Instant,
-) -> RunSummary {
+    let target = &prepared.job.target;
     use crate::checkpoint::PartitionState::{Done, Failed};
     let progress = ctx.counters.snapshot();
     let dead_letter = prepared.dead_letter.as_ref();
     RunSummary {
-        namespace,
+        namespace: format!("{}.{}", target.database, target.collection),
         job: prepared.name.clone(),
         generation,
         outcome,
         rows_read: progress.rows_read,
         batches: progress.batches,
-        writes,
+        writes: tally.writes,
         partitions_total: status.map_or(0, |s| s.partitions.len()),
         partitions_done: status.map_or(0, |s| s.count(Done)),
         partitions_failed: status.map_or(0, |s| s.count(Failed)),
@@ -257,7 +246,7 @@ fn summary(
             .counters
             .retries
             .load(std::sync::atomic::Ordering::Relaxed),
-        failures,
+        failures: tally.failures,
         rejected: dead_letter.map_or(0, |d| d.count()),
         dead_letter_path: dead_letter.map(|d| d.path().to_path_buf()),
         elapsed: started.elapsed(),

@@ -286,12 +286,12 @@ fn harness(source: TestSource, parallel: usize) -> Harness {
 impl Harness {
     async fn run(&self, options: RunOptions) -> Result<RunSummary> {
         let store: Arc<dyn CheckpointStore> = self.store.clone();
-        execute(&self.prepared, store, "d.c".into(), options, Instant::now()).await
+        execute(&self.prepared, store, options, Instant::now()).await
     }
 
     async fn run_as(&self, worker: &str, options: RunOptions) -> Result<RunSummary> {
         let store: Arc<dyn CheckpointStore> = Arc::new(self.store.worker(worker));
-        execute(&self.prepared, store, "d.c".into(), options, Instant::now()).await
+        execute(&self.prepared, store, options, Instant::now()).await
     }
 
     fn stored(&self) -> Vec<i64> {
