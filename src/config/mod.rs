@@ -200,6 +200,28 @@ pub struct TargetConfig {
     /// `maxWriteBatchSize` and `maxMessageSizeBytes` also bound a request.
     #[serde(default = "default_write_batch_docs")]
     pub write_batch_docs: usize,
+    /// What to do when the target already holds a different document under
+    /// a document's `_id`.
+    #[serde(default)]
+    pub on_conflict: OnConflict,
+}
+
+/// A document whose `_id` the target already holds with other content: a
+/// `mapping.id` that is not unique in the source, or data that is not this
+/// job's. (The same document again, from an earlier attempt, is never a
+/// conflict: it is counted as already present.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConflict {
+    /// The row is set aside in `[dead_letter]` when there is one; without
+    /// one its partition fails, naming the key. Nothing is overwritten.
+    #[default]
+    Fail,
+    /// Keep the document that is there; count it in the summary.
+    Skip,
+    /// Upsert every document by `_id` (an `update` command, whatever
+    /// `send` says): the source's version wins. Needs `mapping.id`.
+    Replace,
 }
 
 /// How insert requests are sent.
@@ -353,6 +375,13 @@ impl JobConfig {
             if value.trim().is_empty() {
                 return Err(format!("`{key}` is empty"));
             }
+        }
+        if self.target.on_conflict == OnConflict::Replace && self.mapping.id.is_empty() {
+            return Err(
+                "`target.on_conflict = \"replace\"` needs `mapping.id`: documents are \
+                        replaced by their `_id`, and without key columns every `_id` is new"
+                    .into(),
+            );
         }
         if self
             .target

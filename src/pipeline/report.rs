@@ -16,6 +16,22 @@ fn bytes(n: u64) -> String {
     ByteSize(n).to_string()
 }
 
+/// `12 inserted, 3 already present[, 1 replaced][, 2 kept (different)]`.
+fn documents(w: &crate::sink::WriteStats) -> String {
+    let mut text = format!(
+        "{} inserted, {} already present",
+        thousands(w.inserted),
+        thousands(w.already_present)
+    );
+    if w.replaced > 0 {
+        let _ = write!(text, ", {} replaced", thousands(w.replaced));
+    }
+    if w.kept > 0 {
+        let _ = write!(text, ", {} kept (different)", thousands(w.kept));
+    }
+    text
+}
+
 impl RunSummary {
     fn headline(&self, job: &Path) -> String {
         match self.outcome {
@@ -67,14 +83,7 @@ impl RunSummary {
             ),
         );
         line("rows read", thousands(self.rows_read));
-        line(
-            "documents",
-            format!(
-                "{} inserted, {} already present",
-                thousands(self.writes.inserted),
-                thousands(self.writes.already_present)
-            ),
-        );
+        line("documents", documents(&self.writes));
         line(
             "volume",
             format!(

@@ -31,6 +31,12 @@ pub struct WriteStats {
     pub requests: u64,
     /// Rows the target rejected, set aside in the dead-letter file.
     pub rejected: u64,
+    /// Documents whose `_id` the target held with other content, left as
+    /// they were (`target.on_conflict = "skip"`).
+    pub kept: u64,
+    /// Documents that replaced a different one under their `_id`
+    /// (`target.on_conflict = "replace"`).
+    pub replaced: u64,
 }
 
 impl WriteStats {
@@ -40,6 +46,8 @@ impl WriteStats {
         self.bytes += o.bytes;
         self.requests += o.requests;
         self.rejected += o.rejected;
+        self.kept += o.kept;
+        self.replaced += o.replaced;
     }
 }
 

@@ -3,6 +3,7 @@
 //! documents ([`crate::encode`]), the [`writer::Writer`] sends them as
 //! unordered insert requests, several in flight.
 
+mod reply;
 mod request;
 pub mod writer;
 
@@ -50,7 +51,12 @@ impl Target {
     /// Connect and ask the server for its limits. Fails before any data
     /// moves when the server cannot be reached or refuses the login.
     pub async fn connect(cfg: &TargetConfig) -> Result<Self> {
-        let client = connect(&cfg.uri).await?;
+        Self::with_client(connect(&cfg.uri).await?, cfg).await
+    }
+
+    /// The target through a client the caller built (its own options,
+    /// monitoring, pool); `cfg.uri` is only used in messages.
+    pub async fn with_client(client: Client, cfg: &TargetConfig) -> Result<Self> {
         let database = client.database(&cfg.database);
         let limits = server_limits(&database, &cfg.uri).await?;
         Ok(Target {

@@ -1,295 +1,151 @@
-//! One insert request and its reply: duplicates, write errors, the write
-//! concern.
+//! One write request, ready to send: an unordered `insert` of the documents
+//! of a run of rows, or (`target.on_conflict = "replace"`) an unordered
+//! `update` that upserts each of them by `_id`.
 //!
-//! A duplicate-key error (E11000) means the document is already there, from
-//! an earlier attempt: it is counted as such, not as a failure.
-
-use std::sync::Arc;
+//! A request keeps, for every document, what is needed to judge a
+//! duplicate-key error afterwards ([`super::reply`]): its `_id` and a
+//! 128-bit hash of its bytes.
 
 use bson::RawDocumentBuf;
-use mongodb::error::ErrorKind;
-use mongodb::Collection;
 
 use crate::config::SendMode;
-use crate::deadletter::{DeadLetter, Reject};
 use crate::encode::bson as b;
 use crate::error::{Error, Result};
-use crate::mongo::driver_error;
-use crate::redact;
-use crate::sink::WriteStats;
 
-const DUPLICATE_KEY: i32 = 11000;
+/// What a request does with its documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verb {
+    /// Insert; a document whose `_id` is taken is refused (E11000).
+    Insert,
+    /// Replace the document with the same `_id`, or insert it.
+    Upsert,
+}
 
-/// One insert request: the documents of a run of rows, ready to send.
-pub(super) enum Request {
+/// The documents of one request.
+pub(super) enum Body {
     /// Copies handed to the driver's `insert_many`, which serialises them
     /// again into an `OP_MSG` document sequence.
-    Driver {
-        docs: Vec<RawDocumentBuf>,
-        bytes: usize,
-    },
-    /// An `insert` command assembled directly from the encoded bytes (one
-    /// copy), sent with `run_raw_command`. The command goes to the driver,
-    /// so each document's `_id` is kept aside as a small document of its
-    /// own (`ids`, `id_ranges`), to name a document the server rejects.
-    Command {
-        cmd: Vec<u8>,
-        array_at: usize,
-        ids: Vec<u8>,
-        id_ranges: Vec<(usize, usize)>,
-        bytes: usize,
-    },
+    Driver(Vec<RawDocumentBuf>),
+    /// A command assembled directly from the encoded bytes (one copy),
+    /// sent with `run_raw_command`; `array_at` is where its array of
+    /// documents (or update statements) begins.
+    Command { cmd: Vec<u8>, array_at: usize },
+}
+
+/// One request and, per document, its `_id` and hash.
+pub(super) struct Request {
+    pub(super) verb: Verb,
+    pub(super) body: Body,
+    /// `{_id: ...}` of each document, one after the other.
+    ids: Vec<u8>,
+    id_ranges: Vec<(usize, usize)>,
+    hashes: Vec<u128>,
+    bytes: usize,
 }
 
 impl Request {
-    pub(super) fn new(mode: SendMode, collection: &str, capacity: usize) -> Request {
-        match mode {
-            SendMode::InsertMany => Request::Driver {
-                docs: Vec::with_capacity(capacity),
-                bytes: 0,
-            },
-            SendMode::Command => {
+    pub(super) fn new(mode: SendMode, verb: Verb, collection: &str, capacity: usize) -> Request {
+        let body = match (mode, verb) {
+            (SendMode::InsertMany, Verb::Insert) => Body::Driver(Vec::with_capacity(capacity)),
+            _ => {
+                let (command, array) = match verb {
+                    Verb::Insert => (&b"insert\0"[..], &b"documents\0"[..]),
+                    Verb::Upsert => (&b"update\0"[..], &b"updates\0"[..]),
+                };
                 let mut cmd = Vec::with_capacity(1 << 16);
                 let at = b::begin_doc(&mut cmd);
                 debug_assert_eq!(at, 0);
-                b::put_element(&mut cmd, b::STRING, b"insert\0");
+                b::put_element(&mut cmd, b::STRING, command);
                 b::put_str(&mut cmd, collection.as_bytes());
                 b::put_element(&mut cmd, b::BOOLEAN, b"ordered\0");
                 cmd.push(0);
-                b::put_element(&mut cmd, b::ARRAY, b"documents\0");
+                b::put_element(&mut cmd, b::ARRAY, array);
                 let array_at = b::begin_doc(&mut cmd);
-                Request::Command {
-                    cmd,
-                    array_at,
-                    ids: Vec::with_capacity(capacity * 24),
-                    id_ranges: Vec::with_capacity(capacity),
-                    bytes: 0,
-                }
+                Body::Command { cmd, array_at }
             }
+        };
+        Request {
+            verb,
+            body,
+            ids: Vec::with_capacity(capacity * 24),
+            id_ranges: Vec::with_capacity(capacity),
+            hashes: Vec::with_capacity(capacity),
+            bytes: 0,
         }
     }
 
     pub(super) fn len(&self) -> usize {
-        match self {
-            Request::Driver { docs, .. } => docs.len(),
-            Request::Command { id_ranges, .. } => id_ranges.len(),
+        self.id_ranges.len()
+    }
+
+    /// BSON bytes of the documents.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Bytes a document of `len` bytes adds to the request beyond itself.
+    pub(super) fn overhead(&self) -> usize {
+        match self.verb {
+            Verb::Insert => 8,
+            // {q: {_id}, u: <doc>, upsert: true}
+            Verb::Upsert => 64,
         }
     }
 
     pub(super) fn push(&mut self, doc: &[u8]) -> Result<()> {
-        match self {
-            Request::Driver { docs, bytes } => {
-                *bytes += doc.len();
-                docs.push(
-                    RawDocumentBuf::from_bytes(doc.to_vec())
-                        .map_err(|e| Error::Internal(e.to_string()))?,
-                );
-            }
-            Request::Command {
-                cmd,
-                ids,
-                id_ranges,
-                bytes,
-                ..
-            } => {
-                *bytes += doc.len();
+        self.bytes += doc.len();
+        // `_id` is the document's first element: keep it as `{_id: ...}`.
+        let start = self.ids.len();
+        let at = b::begin_doc(&mut self.ids);
+        self.ids
+            .extend_from_slice(&doc[4..4 + first_element_len(doc)]);
+        b::end_doc(&mut self.ids, at);
+        let id = start..self.ids.len();
+        self.id_ranges.push((id.start, id.end));
+        self.hashes.push(hash(doc));
+        let index = self.id_ranges.len() - 1;
+        match &mut self.body {
+            Body::Driver(docs) => docs.push(
+                RawDocumentBuf::from_bytes(doc.to_vec())
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+            Body::Command { cmd, .. } => {
                 cmd.push(b::DOCUMENT);
-                cmd.extend_from_slice(id_ranges.len().to_string().as_bytes());
+                cmd.extend_from_slice(index.to_string().as_bytes());
                 cmd.push(0);
-                cmd.extend_from_slice(doc);
-                // `_id` is the first element: keep it as `{_id: ...}`.
-                let start = ids.len();
-                let at = b::begin_doc(ids);
-                ids.extend_from_slice(&doc[4..4 + first_element_len(doc)]);
-                b::end_doc(ids, at);
-                id_ranges.push((start, ids.len()));
+                match self.verb {
+                    Verb::Insert => cmd.extend_from_slice(doc),
+                    Verb::Upsert => {
+                        let statement = b::begin_doc(cmd);
+                        b::put_element(cmd, b::DOCUMENT, b"q\0");
+                        cmd.extend_from_slice(&self.ids[id]);
+                        b::put_element(cmd, b::DOCUMENT, b"u\0");
+                        cmd.extend_from_slice(doc);
+                        b::put_element(cmd, b::BOOLEAN, b"upsert\0");
+                        cmd.push(1);
+                        b::end_doc(cmd, statement);
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// A document holding at least document `i`'s `_id`.
-    fn id_doc(&self, i: usize) -> Option<&[u8]> {
-        match self {
-            Request::Driver { docs, .. } => docs.get(i).map(|d| d.as_bytes()),
-            Request::Command { ids, id_ranges, .. } => id_ranges.get(i).map(|&(s, e)| &ids[s..e]),
-        }
+    /// `{_id: ...}` of document `i`.
+    pub(super) fn id_doc(&self, i: usize) -> Option<&[u8]> {
+        self.id_ranges.get(i).map(|&(s, e)| &self.ids[s..e])
     }
 
-    /// BSON bytes of the documents.
-    pub(super) fn bytes(&self) -> usize {
-        match self {
-            Request::Driver { bytes, .. } | Request::Command { bytes, .. } => *bytes,
-        }
+    /// The hash of document `i`'s bytes.
+    pub(super) fn hash(&self, i: usize) -> Option<u128> {
+        self.hashes.get(i).copied()
     }
 }
 
-/// A write error of one document in a request.
-struct DocError {
-    index: usize,
-    code: i32,
-    message: String,
-}
-
-/// What the server said of one request: per-document write errors and a
-/// write-concern error.
-struct Reply {
-    errors: Vec<DocError>,
-    concern: Option<String>,
-}
-
-/// Send one request; duplicates count as already present, other rejected
-/// documents go to the dead-letter file or fail the request.
-pub(super) async fn insert(
-    collection: Collection<RawDocumentBuf>,
-    namespace: String,
-    mut request: Request,
-    dead_letter: Option<(Arc<DeadLetter>, String)>,
-) -> Result<WriteStats> {
-    let n = request.len() as u64;
-    let base = WriteStats {
-        inserted: n,
-        bytes: request.bytes() as u64,
-        requests: 1,
-        ..WriteStats::default()
-    };
-    let reply = match &mut request {
-        Request::Driver { docs, .. } => send_documents(&collection, &namespace, docs).await?,
-        Request::Command { cmd, array_at, .. } => {
-            send_command(&collection, &namespace, cmd, *array_at).await?
-        }
-    };
-    if let Some(concern) = reply.concern {
-        return Err(Error::Write {
-            namespace,
-            message: format!("write concern error: {}", redact::scrub(&concern)),
-        });
-    }
-    let errors = reply.errors;
-    let dups = errors.iter().filter(|w| w.code == DUPLICATE_KEY).count() as u64;
-    let others: Vec<&DocError> = errors.iter().filter(|w| w.code != DUPLICATE_KEY).collect();
-    if others.is_empty() {
-        return Ok(WriteStats {
-            inserted: n - dups,
-            already_present: dups,
-            ..base
-        });
-    }
-    let describe = |i: usize| {
-        request
-            .id_doc(i)
-            .map(describe_id)
-            .unwrap_or_else(|| format!("document {i}"))
-    };
-    if let Some((dl, partition)) = &dead_letter {
-        let rejects: Vec<Reject> = others
-            .iter()
-            .map(|w| Reject {
-                row: 0,
-                key: describe(w.index),
-                column: String::new(),
-                reason: format!(
-                    "rejected by the server: code {}: {}",
-                    w.code,
-                    redact::scrub(&w.message)
-                ),
-            })
-            .collect();
-        dl.record(partition, &rejects)?;
-        let rejected = rejects.len() as u64;
-        return Ok(WriteStats {
-            inserted: n - dups - rejected,
-            already_present: dups,
-            rejected,
-            ..base
-        });
-    }
-    let w = others[0];
-    Err(Error::Write {
-        namespace,
-        message: format!(
-            "{} of {} documents rejected; first: code {}: {} ({})",
-            others.len(),
-            n,
-            w.code,
-            redact::scrub(&w.message),
-            describe(w.index)
-        ),
-    })
-}
-
-/// `insert_many` (an `OP_MSG` document sequence) of `docs`.
-async fn send_documents(
-    collection: &Collection<RawDocumentBuf>,
-    namespace: &str,
-    docs: &[RawDocumentBuf],
-) -> Result<Reply> {
-    let e = match collection.insert_many(docs).ordered(false).await {
-        Ok(_) => {
-            return Ok(Reply {
-                errors: Vec::new(),
-                concern: None,
-            })
-        }
-        Err(e) => e,
-    };
-    let ErrorKind::InsertMany(failure) = e.kind.as_ref() else {
-        return Err(driver_error(namespace, &e));
-    };
-    Ok(Reply {
-        errors: failure
-            .write_errors
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .map(|w| DocError {
-                index: w.index,
-                code: w.code,
-                message: w.message.clone(),
-            })
-            .collect(),
-        concern: failure
-            .write_concern_error
-            .as_ref()
-            .map(|c| c.message.clone()),
-    })
-}
-
-/// The `insert` command assembled in `cmd`, closed and sent as it is.
-async fn send_command(
-    collection: &Collection<RawDocumentBuf>,
-    namespace: &str,
-    cmd: &mut Vec<u8>,
-    array_at: usize,
-) -> Result<Reply> {
-    b::end_doc(cmd, array_at);
-    b::end_doc(cmd, 0);
-    let raw = RawDocumentBuf::from_bytes(std::mem::take(cmd))
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let reply = collection
-        .client()
-        .database(collection.namespace().db.as_str())
-        .run_raw_command(raw)
-        .await
-        .map_err(|e| driver_error(namespace, &e))?;
-    let errors = match reply.get_array("writeErrors") {
-        Ok(list) => list
-            .iter()
-            .filter_map(|v| v.as_document())
-            .map(|d| DocError {
-                index: d.get_i32("index").map(|i| i as usize).unwrap_or(usize::MAX),
-                code: d.get_i32("code").unwrap_or(0),
-                message: d.get_str("errmsg").unwrap_or_default().to_string(),
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let concern = reply.get_document("writeConcernError").ok().map(|d| {
-        d.get_str("errmsg")
-            .unwrap_or("write concern error")
-            .to_string()
-    });
-    Ok(Reply { errors, concern })
+/// A 128-bit hash of a document's bytes: equal hashes are taken for equal
+/// documents (a chance collision is about 2⁻¹²⁸).
+pub(super) fn hash(doc: &[u8]) -> u128 {
+    twox_hash::XxHash3_128::oneshot(doc)
 }
 
 /// Length of a document's first element (type, name, value); 0 when it is
@@ -334,5 +190,47 @@ pub(super) fn describe_id(doc: &[u8]) -> String {
             Err(_) => "_id unreadable".into(),
         },
         None => "no _id".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{doc, Document};
+
+    fn raw(d: Document) -> Vec<u8> {
+        RawDocumentBuf::try_from(&d).unwrap().into_bytes()
+    }
+
+    #[test]
+    fn an_upsert_request_is_an_update_command_by_id() {
+        let mut r = Request::new(SendMode::InsertMany, Verb::Upsert, "c", 2);
+        r.push(&raw(doc! {"_id": 7i64, "s": "x"})).unwrap();
+        r.push(&raw(doc! {"_id": "k", "n": 1})).unwrap();
+        let Body::Command { mut cmd, array_at } = r.body else {
+            panic!("an upsert is a command");
+        };
+        b::end_doc(&mut cmd, array_at);
+        b::end_doc(&mut cmd, 0);
+        let cmd = bson::Document::try_from(RawDocumentBuf::from_bytes(cmd).unwrap()).unwrap();
+        assert_eq!(
+            cmd,
+            doc! {"update": "c", "ordered": false, "updates": [
+                {"q": {"_id": 7i64}, "u": {"_id": 7i64, "s": "x"}, "upsert": true},
+                {"q": {"_id": "k"}, "u": {"_id": "k", "n": 1}, "upsert": true},
+            ]}
+        );
+    }
+
+    #[test]
+    fn each_document_keeps_its_id_and_hash() {
+        let a = raw(doc! {"_id": 1, "s": "a"});
+        let mut r = Request::new(SendMode::Command, Verb::Insert, "c", 1);
+        r.push(&a).unwrap();
+        assert_eq!(r.id_doc(0).unwrap(), &raw(doc! {"_id": 1})[..]);
+        assert_eq!(r.hash(0), Some(hash(&a)));
+        assert_ne!(r.hash(0), Some(hash(&raw(doc! {"_id": 1, "s": "b"}))));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.bytes(), a.len());
     }
 }

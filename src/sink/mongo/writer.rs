@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
-use bson::RawDocumentBuf;
-use mongodb::Collection;
 use tokio::task::JoinSet;
 
-use super::request::{describe_id, insert, Request};
+use super::reply::{execute, Destination};
+use super::request::{describe_id, Request, Verb};
 use super::{ServerLimits, Target};
-use crate::config::{SendMode, TargetConfig};
+use crate::config::{OnConflict, SendMode, TargetConfig};
 use crate::deadletter::{DeadLetter, Reject};
 use crate::encode::EncodedBatch;
 use crate::error::{Error, Result};
@@ -25,18 +24,15 @@ const MESSAGE_OVERHEAD: usize = 16 * 1024;
 
 /// Writes encoded batches into one collection.
 pub struct Writer {
-    collection: Collection<RawDocumentBuf>,
-    namespace: String,
+    to: Arc<Destination>,
     limits: ServerLimits,
     docs_per_request: usize,
     bytes_per_request: usize,
     writers: usize,
     in_flight: JoinSet<Result<WriteStats>>,
     stats: WriteStats,
-    /// Where rejected documents go (dead-letter mode), and under which
-    /// partition name.
-    dead_letter: Option<(Arc<DeadLetter>, String)>,
     send_mode: SendMode,
+    verb: Verb,
     collection_name: String,
 }
 
@@ -44,33 +40,47 @@ impl Writer {
     /// A writer for one stream of batches (one partition) into `target`.
     pub fn new(target: &Target, cfg: &TargetConfig, budget: &Budget) -> Self {
         let limits = target.limits;
+        let verb = match cfg.on_conflict {
+            OnConflict::Replace => Verb::Upsert,
+            OnConflict::Fail | OnConflict::Skip => Verb::Insert,
+        };
         Writer {
-            namespace: target.namespace.clone(),
-            collection: target.collection.clone(),
+            to: Arc::new(Destination {
+                collection: target.collection.clone(),
+                namespace: target.namespace.clone(),
+                dead_letter: None,
+                on_conflict: cfg.on_conflict,
+            }),
             limits,
             docs_per_request: cfg.write_batch_docs.min(limits.max_write_batch_size).max(1),
             // A command carries its documents in its own body, so it must fit
             // maxBsonObjectSize; insert_many's document sequence only the
             // message size.
             bytes_per_request: budget.request_bytes().min(
-                match cfg.send {
-                    SendMode::Command => limits.max_bson_object_size,
-                    SendMode::InsertMany => limits.max_message_size_bytes,
+                match (cfg.send, verb) {
+                    (SendMode::InsertMany, Verb::Insert) => limits.max_message_size_bytes,
+                    _ => limits.max_bson_object_size,
                 }
                 .saturating_sub(MESSAGE_OVERHEAD),
             ),
             writers: cfg.writers,
             in_flight: JoinSet::new(),
             stats: WriteStats::default(),
-            dead_letter: None,
             send_mode: cfg.send,
+            verb,
             collection_name: cfg.collection.clone(),
         }
     }
 
     /// Set documents the server rejects aside instead of failing.
     pub fn with_dead_letter(mut self, dead_letter: Option<(Arc<DeadLetter>, String)>) -> Self {
-        self.dead_letter = dead_letter;
+        let to = &self.to;
+        self.to = Arc::new(Destination {
+            collection: to.collection.clone(),
+            namespace: to.namespace.clone(),
+            dead_letter,
+            on_conflict: to.on_conflict,
+        });
         self
     }
 
@@ -90,9 +100,10 @@ impl Writer {
                     self.too_large(doc)?;
                     continue;
                 }
+                let overhead = request.overhead() * (request.len() + 1);
                 if request.len() > 0
                     && (request.len() >= self.docs_per_request
-                        || request.bytes() + doc.len() > max_bytes)
+                        || request.bytes() + overhead + doc.len() > max_bytes)
                 {
                     let full = std::mem::replace(&mut request, self.new_request(batch.docs));
                     self.send(full, &permit).await?;
@@ -109,6 +120,7 @@ impl Writer {
     fn new_request(&self, docs: usize) -> Request {
         Request::new(
             self.send_mode,
+            self.verb,
             &self.collection_name,
             self.docs_per_request.min(docs),
         )
@@ -121,7 +133,7 @@ impl Writer {
             doc.len(),
             self.limits.max_bson_object_size
         );
-        match &self.dead_letter {
+        match &self.to.dead_letter {
             Some((dl, partition)) => {
                 let reject = Reject {
                     row: 0,
@@ -134,7 +146,7 @@ impl Writer {
                 Ok(())
             }
             None => Err(Error::Write {
-                namespace: self.namespace.clone(),
+                namespace: self.to.namespace.clone(),
                 message: format!("{reason}; {}", describe_id(doc)),
             }),
         }
@@ -144,12 +156,10 @@ impl Writer {
         while self.in_flight.len() >= self.writers {
             self.join_one().await?;
         }
-        let collection = self.collection.clone();
-        let namespace = self.namespace.clone();
+        let to = self.to.clone();
         let permit = permit.clone();
-        let dead_letter = self.dead_letter.clone();
         self.in_flight.spawn(async move {
-            let result = insert(collection, namespace, request, dead_letter).await;
+            let result = execute(&to, request).await;
             drop(permit);
             result
         });
