@@ -12,11 +12,17 @@ use common::*;
 /// A table of `rows` rows whose `s` column costs 30 ms on every tenth row,
 /// so that a partition of a 20-way split takes a visible moment.
 async fn slow_table(rows: u32) -> String {
+    slow_every(rows, 10).await
+}
+
+/// A table of `rows` rows whose `s` column costs 30 ms on every `every`th
+/// row.
+async fn slow_every(rows: u32, every: u32) -> String {
     let table = unique("slow");
     pg_exec(&format!(
         "CREATE TABLE {table} AS SELECT g AS id, 'row ' || g AS s FROM generate_series(1, {rows}) g;
-         CREATE FUNCTION {table}_slow(i int, t text) RETURNS text LANGUAGE plpgsql AS $$
-         BEGIN IF i % 10 = 0 THEN PERFORM pg_sleep(0.03); END IF; RETURN t; END $$;"
+         CREATE FUNCTION {table}_slow(i int, t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+         BEGIN IF i % {every} = 0 THEN PERFORM pg_sleep(0.03); END IF; RETURN t; END $$;"
     ))
     .await;
     table
@@ -85,6 +91,76 @@ count = 20
         stdout(&out)
     );
     assert!(stderr(&out).contains("checkpoint"), "{}", stderr(&out));
+    drop_db(&db).await;
+}
+
+/// `--restart` while a worker of the previous run still works: the new run
+/// owns the job from then on; the old worker stops with an error and never
+/// touches the new run's partitions.
+#[tokio::test]
+async fn a_restart_fences_off_a_worker_of_the_previous_run() {
+    let table = slow_every(200, 1).await;
+    let db = unique("fence");
+    // Fixed boundaries: the new run plans at once, while the old one works.
+    let boundaries: Vec<String> = (1..20).map(|i| (i * 10 + 1).to_string()).collect();
+    let boundaries = boundaries.join(", ");
+    let job_text = |collection: &str| {
+        format!(
+            r#"[source]
+url = "{{PG}}"
+query = "SELECT id, {table}_slow(id, s) AS s FROM {table}"
+[target]
+uri = "{{MONGO}}"
+database = "{db}"
+collection = "{collection}"
+[mapping]
+id = ["id"]
+[partition]
+column = "id"
+boundaries = [{boundaries}]
+"#
+        )
+    };
+    let (_dir, path) = job(&job_text("old"));
+    let old = Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(["run", "--no-progress", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partitions_in(&db, "done").await < 2 {
+        assert!(Instant::now() < deadline, "no partition finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The job changes (a new target) and is restarted from scratch.
+    let (_dir2, new_path) = job(&job_text("new"));
+    std::fs::copy(&new_path, &path).unwrap();
+    let new = shiftload(&["run", "--no-progress", "--restart", path.to_str().unwrap()]);
+    let old = old.wait_with_output().unwrap();
+    let text = assert_ok(&new);
+    assert!(text.contains("transfer complete"), "{text}");
+    let docs = mongo_docs(&db, "new").await;
+    assert_eq!(
+        docs.len(),
+        200,
+        "the new target holds {} of 200 rows; the old worker said:\n{}{}",
+        docs.len(),
+        stdout(&old),
+        stderr(&old)
+    );
+    for (i, d) in docs.iter().enumerate() {
+        let id = i as i32 + 1;
+        assert_eq!(d, &doc! {"_id": id, "id": id, "s": format!("row {id}")});
+    }
+    assert!(
+        !old.status.success() && !stdout(&old).contains("transfer complete"),
+        "the old worker exited {:?}:\n{}{}",
+        old.status.code(),
+        stdout(&old),
+        stderr(&old)
+    );
+    assert!(stderr(&old).contains("checkpoint"), "{}", stderr(&old));
     drop_db(&db).await;
 }
 

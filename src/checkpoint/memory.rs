@@ -20,6 +20,8 @@ struct Partition {
     attempts: i32,
     timeouts: u32,
     owner: Option<String>,
+    /// The token of the claim that holds the partition.
+    token: Option<String>,
     lease_until: Option<Instant>,
     failed_by: Option<String>,
     rows: i64,
@@ -33,6 +35,8 @@ struct State {
     fingerprint: String,
     /// Partitions of the generation: planned, plus one per split.
     planned: usize,
+    /// Claims made so far: the next claim's token.
+    claims: u64,
     /// By id; ids sort as the MongoDB store claims (null keys last).
     partitions: BTreeMap<(bool, i64), (String, Partition)>,
 }
@@ -77,7 +81,7 @@ impl MemoryStore {
             let key = (claim.work.range.null, claim.work.range.lo);
             match s.partitions.get_mut(&key) {
                 Some((_, p)) if s.generation == claim.generation => {
-                    if p.owner.as_deref() == Some(&self.owner) {
+                    if p.token.as_deref() == Some(&claim.token) {
                         f(p);
                     }
                     Ok(())
@@ -99,6 +103,7 @@ impl MemoryStore {
                 attempts: 0,
                 timeouts: 0,
                 owner: None,
+                token: None,
                 lease_until: None,
                 failed_by: None,
                 rows: 0,
@@ -184,9 +189,13 @@ impl CheckpointStore for MemoryStore {
             p.owner = Some(self.owner.clone());
             p.lease_until = Some(now + self.lease);
             p.attempts += 1;
+            s.claims += 1;
+            let token = s.claims.to_string();
+            p.token = Some(token.clone());
             Some(Claim {
                 id: id.clone(),
                 generation,
+                token,
                 work: p.work.clone(),
                 attempts: p.attempts,
                 timeouts: p.timeouts,
@@ -236,6 +245,7 @@ impl CheckpointStore for MemoryStore {
             if p.state == PartitionState::Running {
                 p.state = PartitionState::Pending;
                 p.owner = None;
+                p.token = None;
                 p.lease_until = None;
             }
         })
@@ -249,6 +259,7 @@ impl CheckpointStore for MemoryStore {
             p.state = PartitionState::Pending;
             p.timeouts = 0;
             p.owner = None;
+            p.token = None;
             p.lease_until = None;
         })?;
         self.with(|s| {

@@ -86,6 +86,10 @@ impl fmt::Display for JobState {
 pub struct Claim {
     pub id: String,
     pub generation: i64,
+    /// This claim's own token: every later change of the partition is
+    /// conditional on it, so a worker whose claim was taken over (or whose
+    /// run was restarted) can change nothing.
+    pub token: String,
     pub work: Planned,
     pub attempts: i32,
     pub timeouts: u32,

@@ -137,6 +137,7 @@ impl MongoStore {
         let to_claim = |d: Document| Claim {
             id: d.get_str("_id").unwrap_or_default().to_string(),
             generation,
+            token: token.to_hex(),
             work: planned_of(&d),
             attempts: d.get_i32("attempts").unwrap_or(1),
             timeouts: d.get_i32("timeouts").unwrap_or(0).max(0) as u32,
@@ -174,10 +175,19 @@ impl MongoStore {
         Ok(claimed.map(to_claim))
     }
 
+    /// The filter that matches `claim`'s partition only while the claim
+    /// holds it: same document, same claim token.
+    fn mine(claim: &Claim) -> Document {
+        let token = bson::oid::ObjectId::parse_str(&claim.token)
+            .map(Bson::ObjectId)
+            .unwrap_or(Bson::Null);
+        doc! {"_id": &claim.id, "generation": claim.generation, "claim_token": token}
+    }
+
     async fn update_mine(&self, claim: &Claim, update: Document) -> Result<u64> {
         let r = self
             .coll
-            .update_one(doc! {"_id": &claim.id, "owner": &self.owner}, update)
+            .update_one(Self::mine(claim), update)
             .await
             .map_err(db_err)?;
         if r.matched_count == 0 {
@@ -236,8 +246,10 @@ impl CheckpointStore for MongoStore {
     async fn begin(&self, fingerprint: &str, restart: bool) -> Result<Begin> {
         let id = self.job_id();
         if restart {
+            // The partitions go; the job document stays, so that the next
+            // run's generation is higher than any a worker still holds.
             self.coll
-                .delete_many(doc! {"job": &self.job})
+                .delete_many(doc! {"job": &self.job, "kind": "partition"})
                 .await
                 .map_err(db_err)?;
             self.set_job_complete().await?;
@@ -293,6 +305,24 @@ impl CheckpointStore for MongoStore {
             .iter()
             .map(|p| self.partition_doc(p, next))
             .collect();
+        let turn = doc! {"_id": self.job_id(), "state": as_bson(JobState::Planning),
+        "owner": &self.owner, "generation": previous};
+        let lost = || {
+            Error::Checkpoint(format!(
+                "job `{}`: this worker's planning turn was taken (a restart or another worker) \
+                 before its plan was stored; run the job again",
+                self.job
+            ))
+        };
+        if self
+            .coll
+            .count_documents(turn.clone())
+            .await
+            .map_err(db_err)?
+            == 0
+        {
+            return Err(lost());
+        }
         self.coll
             .delete_many(doc! {"job": &self.job, "kind": "partition"})
             .await
@@ -300,15 +330,19 @@ impl CheckpointStore for MongoStore {
         if !docs.is_empty() {
             self.coll.insert_many(docs).await.map_err(db_err)?;
         }
-        self.coll
+        let r = self
+            .coll
             .update_one(
-                doc! {"_id": self.job_id()},
+                turn,
                 doc! {"$set": {"state": as_bson(JobState::Running), "generation": next,
                 "config_hash": fingerprint, "partitions": partitions.len() as i64,
                 "started": DateTime::now()}},
             )
             .await
             .map_err(db_err)?;
+        if r.matched_count == 0 {
+            return Err(lost());
+        }
         Ok(next)
     }
 
@@ -328,11 +362,12 @@ impl CheckpointStore for MongoStore {
     }
 
     async fn heartbeat(&self, claim: &Claim) -> Result<bool> {
+        let mut filter = Self::mine(claim);
+        filter.insert("state", as_bson(PartitionState::Running));
         let r = self
             .coll
             .update_one(
-                doc! {"_id": &claim.id, "owner": &self.owner,
-                "state": as_bson(PartitionState::Running)},
+                filter,
                 doc! {"$set": {"lease_until": self.lease_until(), "heartbeat": DateTime::now()}},
             )
             .await
@@ -375,13 +410,14 @@ impl CheckpointStore for MongoStore {
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
+        let mut filter = Self::mine(claim);
+        filter.insert("state", as_bson(PartitionState::Running));
         let r = self
             .coll
             .update_one(
-                doc! {"_id": &claim.id, "owner": &self.owner,
-                "state": as_bson(PartitionState::Running)},
+                filter,
                 doc! {"$set": {"state": as_bson(PartitionState::Pending)},
-                "$unset": {"lease_until": "", "owner": ""}},
+                "$unset": {"lease_until": "", "owner": "", "claim_token": ""}},
             )
             .await
             .map_err(db_err)?;
@@ -406,7 +442,7 @@ impl CheckpointStore for MongoStore {
         self.update_mine(
             claim,
             doc! {"$set": {"hi": a.hi, "state": as_bson(PartitionState::Pending), "timeouts": 0i32},
-            "$unset": {"lease_until": "", "owner": ""}},
+            "$unset": {"lease_until": "", "owner": "", "claim_token": ""}},
         )
         .await?;
         Ok(())
