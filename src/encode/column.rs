@@ -157,7 +157,7 @@ impl ColumnEncoder<'_> {
                 overflow,
             } => encode_decimal(values[row], *scale, *policy, *overflow, &self.key, out)?,
             Values::Date { .. } | Values::Timestamp { .. } | Values::Time { .. } => {
-                self.encode_temporal(row, out)
+                self.encode_temporal(row, out)?
             }
         }
         Ok(())
@@ -165,7 +165,7 @@ impl ColumnEncoder<'_> {
 
     /// Append a DATE, TIMESTAMP or TIME element for a non-null `row`.
     #[inline(always)]
-    fn encode_temporal(&self, row: usize, out: &mut Vec<u8>) {
+    fn encode_temporal(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
         match &self.values {
             Values::Date { days, policy } => {
                 let instant = match days[row] {
@@ -173,7 +173,7 @@ impl ColumnEncoder<'_> {
                     i32::MIN => Instant::Infinity(false),
                     d => Instant::Day(d as i64),
                 };
-                encode_instant(instant, *policy, true, &self.key, out);
+                encode_instant(instant, *policy, true, &self.key, out)?;
             }
             Values::Timestamp {
                 values,
@@ -187,9 +187,9 @@ impl ColumnEncoder<'_> {
                     (1, i64::MIN) => Instant::Infinity(false),
                     (1, v) => Instant::Micros(v),
                     (0, v) => Instant::Micros(v.div_euclid(1_000)),
-                    (m, v) => Instant::Micros(v.saturating_mul(m)),
+                    (m, v) => Instant::Micros(v.checked_mul(m).ok_or_else(out_of_range)?),
                 };
-                encode_instant(instant, *policy, *utc, &self.key, out);
+                encode_instant(instant, *policy, *utc, &self.key, out)?;
             }
             Values::Time { micros, policy } => {
                 let v = micros[row];
@@ -203,7 +203,12 @@ impl ColumnEncoder<'_> {
             }
             _ => unreachable!("called for temporal columns only"),
         }
+        Ok(())
     }
+}
+
+fn out_of_range() -> String {
+    "timestamp out of range: past year 294,246, beyond 64-bit Unix microseconds".into()
 }
 
 pub(super) fn make_encoder<'a>(
@@ -405,7 +410,7 @@ fn encode_instant(
     utc: bool,
     key: &[u8],
     out: &mut Vec<u8>,
-) {
+) -> std::result::Result<(), String> {
     match policy {
         TimestampPolicy::Datetime => {
             let ms = match instant {
@@ -426,7 +431,7 @@ fn encode_instant(
         TimestampPolicy::Micros => {
             let us = match instant {
                 Instant::Micros(us) => us,
-                Instant::Day(d) => d.saturating_mul(86_400_000_000),
+                Instant::Day(d) => d.checked_mul(86_400_000_000).ok_or_else(out_of_range)?,
                 Instant::Infinity(pos) => {
                     if pos {
                         i64::MAX
@@ -454,4 +459,5 @@ fn encode_instant(
             b::put_str(out, text.as_bytes());
         }
     }
+    Ok(())
 }

@@ -263,9 +263,12 @@ impl ColumnBuilder {
                     _ => d + PG_EPOCH_DAYS,
                 });
             }
-            Builder::Timestamp(b) => {
-                b.append_value(pg_timestamp_to_unix(i64::from_be_bytes(fixed(v)?)))
-            }
+            Builder::Timestamp(b) => b.append_value(
+                pg_timestamp_to_unix(i64::from_be_bytes(fixed(v)?)).ok_or_else(|| {
+                    "timestamp out of range: past year 294,246, beyond 64-bit Unix microseconds"
+                        .to_string()
+                })?,
+            ),
             Builder::Time(b) if self.kind == PgKind::Timetz => {
                 let v: [u8; 12] = fixed(v)?;
                 let local = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
@@ -315,11 +318,14 @@ impl ColumnBuilder {
 }
 
 /// Unix microseconds from PostgreSQL microseconds; ±infinity (i64::MAX/MIN)
-/// are kept as they are.
-pub fn pg_timestamp_to_unix(v: i64) -> i64 {
+/// are kept as they are. None past about year 294,246, where Unix
+/// microseconds leave 64 bits (PostgreSQL's own range ends in 294,276).
+pub fn pg_timestamp_to_unix(v: i64) -> Option<i64> {
     match v {
-        i64::MAX | i64::MIN => v,
-        _ => v + PG_EPOCH_MICROS,
+        i64::MAX | i64::MIN => Some(v),
+        _ => v
+            .checked_add(PG_EPOCH_MICROS)
+            .filter(|&u| u != i64::MAX && u != i64::MIN),
     }
 }
 
