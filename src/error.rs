@@ -80,6 +80,11 @@ pub enum Error {
     #[error("checkpoint: {0}")]
     Checkpoint(String),
 
+    /// A failure that could have been retried, but a retry would write
+    /// again what the failed attempt already wrote.
+    #[error("{0}")]
+    NotRetried(String),
+
     /// Local I/O (job file, state files).
     #[error("{context}: {source}")]
     Io {
@@ -122,9 +127,11 @@ impl Error {
             Error::Query { class, .. } | Error::Connect { class, .. } => *class,
             Error::Unavailable { .. } => Class::Transient,
             Error::Checkpoint(_) => Class::Fatal,
-            Error::Value { .. } | Error::Write { .. } | Error::Io { .. } | Error::Internal(_) => {
-                Class::Data
-            }
+            Error::Value { .. }
+            | Error::Write { .. }
+            | Error::NotRetried(_)
+            | Error::Io { .. }
+            | Error::Internal(_) => Class::Data,
         }
     }
 

@@ -263,3 +263,53 @@ async fn a_query_ending_in_a_comment_is_partitioned() {
     assert_eq!(mongo_count(&db, "c").await, 300);
     drop_db(&db).await;
 }
+
+/// A job without `mapping.id` writes fresh ObjectIds: an attempt that
+/// wrote some of them and then broke (here: its backend terminated) is not
+/// retried, or every row it wrote would be written twice.
+#[tokio::test]
+async fn a_job_writing_object_ids_is_not_retried_after_a_partial_write() {
+    let table = slow_every(3000, 50).await;
+    let db = unique("oid");
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT id, {table}_slow(id, s) AS s FROM {table}\"\n\
+         fetch_rows = 100\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
+         [retry]\nmax_attempts = 5\ninitial_delay_ms = 10\n"
+    ));
+    let child = Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(["run", "--no-progress", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once documents are written, the reading backend is terminated.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while mongo_count(&db, "c").await == 0 {
+        assert!(Instant::now() < deadline, "nothing written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = pg()
+        .await
+        .simple_query(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'shiftload' AND query LIKE '%{table}_slow%'"
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)));
+    assert!(killed, "the reading backend was not found");
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let ids: Vec<i32> = mongo_docs(&db, "c")
+        .await
+        .iter()
+        .map(|d| d.get_i32("id").unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<i32> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), distinct.len(), "rows written twice:\n{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("mapping.id"), "{text}");
+    drop_db(&db).await;
+}

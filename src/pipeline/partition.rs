@@ -92,7 +92,7 @@ pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let _heartbeat = heartbeat(ctx, &claim);
     loop {
         let started = Instant::now();
-        let (result, writes) = transfer(ctx, &claim).await;
+        let (result, writes, handed) = transfer(ctx, &claim).await;
         let end = match result {
             Ok(rows) if !ctx.cancel.is_cancelled() => {
                 let stats = PartitionStats {
@@ -117,6 +117,11 @@ pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
                     Class::Transient | Class::Timeout => delays.next(),
                     _ => None,
                 };
+                let e = match (class, handed && !ctx.sink.idempotent()) {
+                    (Class::Transient | Class::Timeout, true) => not_again(e),
+                    _ => e,
+                };
+                let class = e.class();
                 let decision = decide(
                     class,
                     &mut timeouts,
@@ -182,18 +187,31 @@ async fn after_error(
     }
 }
 
+/// An error that could be retried, after an attempt that handed rows to a
+/// sink whose writes are not idempotent: not retried.
+fn not_again(e: Error) -> Error {
+    Error::NotRetried(format!(
+        "{e}; not retried: this attempt already wrote documents with fresh ObjectIds (no \
+         `mapping.id`), and a retry would write them again. Remove what it wrote (or the \
+         collection) and run with --restart, or set `mapping.id` to key columns so that retries \
+         and resumes are safe"
+    ))
+}
+
 /// One attempt at a partition: read, write, and wait for every write.
-/// Returns the rows read (stopping early when cancelled) and what was
-/// written, also when it fails (those writes stay written).
-async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats) {
+/// Returns the rows read (stopping early when cancelled), what was written,
+/// also when it fails (those writes stay written), and whether any batch
+/// was handed to the sink at all.
+async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats, bool) {
     let mut source = match ctx.source.open(&claim.work).await {
         Ok(s) => s,
-        Err(e) => return (Err(e), WriteStats::default()),
+        Err(e) => return (Err(e), WriteStats::default(), false),
     };
     let mut sink = match ctx.sink.open(&claim.id, source.schema()).await {
         Ok(s) => s,
-        Err(e) => return (Err(e), WriteStats::default()),
+        Err(e) => return (Err(e), WriteStats::default(), false),
     };
+    let mut handed = false;
     let pumped = async {
         let mut rows = 0u64;
         loop {
@@ -208,6 +226,7 @@ async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats) {
                 rejects,
             } = next?;
             let n = batch.num_rows() as u64;
+            handed = true;
             let bytes = sink.write(batch, permit, rejects).await?;
             rows += n;
             let c = &ctx.counters;
@@ -223,7 +242,7 @@ async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats) {
     let finished = sink.finish().await;
     let writes = sink.stats();
     match (pumped, finished) {
-        (Err(e), _) | (Ok(_), Err(e)) => (Err(e), writes),
-        (Ok(rows), Ok(())) => (Ok(rows), writes),
+        (Err(e), _) | (Ok(_), Err(e)) => (Err(e), writes, handed),
+        (Ok(rows), Ok(())) => (Ok(rows), writes, handed),
     }
 }

@@ -187,6 +187,10 @@ impl Sink for TestSink {
             stats: WriteStats::default(),
         }))
     }
+
+    fn idempotent(&self) -> bool {
+        true
+    }
 }
 
 struct TestWriter {

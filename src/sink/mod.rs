@@ -57,6 +57,11 @@ pub trait Sink: Send + Sync {
     /// A writer for one attempt at partition `partition` (its id, for the
     /// dead-letter file), whose batches have `schema`.
     async fn open(&self, partition: &str, schema: SchemaRef) -> Result<Box<dyn PartitionSink>>;
+
+    /// Whether writing the same rows again leaves the same data (documents
+    /// keyed by the source's columns). When not, an attempt that wrote
+    /// anything is never retried.
+    fn idempotent(&self) -> bool;
 }
 
 /// One attempt at one partition.

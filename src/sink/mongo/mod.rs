@@ -174,6 +174,12 @@ impl Sink for MongoSink {
             rows: 0,
         }))
     }
+
+    /// `_id` from key columns: the same row, the same document. Without
+    /// `mapping.id` every write is a fresh ObjectId.
+    fn idempotent(&self) -> bool {
+        !self.mapping.id.is_empty()
+    }
 }
 
 /// One attempt at a partition: encode each batch on the blocking pool
