@@ -106,3 +106,41 @@ async fn a_timestamp_beyond_the_representable_range_is_an_error_not_a_wrap() {
     drop_db(&db).await;
     drop_db(&db2).await;
 }
+
+/// JSON keeps the text's key order, a repeated key keeps its first place
+/// and last value, and a 20-digit integer keeps every digit.
+#[tokio::test]
+async fn json_keeps_key_order_and_big_integers() {
+    let table = unique("json");
+    let db = unique("json");
+    pg_exec(&format!(
+        r#"CREATE TABLE {table} (id int, j json, b jsonb);
+         INSERT INTO {table} VALUES
+           (1, '{{"z": 1, "a": 2, "m": {{"y": true, "b": null}}, "a": 3, "n": 18446744073709551615}}',
+               '{{"zz": 1, "a": [1, 2.5, "x"]}}');"#
+    ))
+    .await;
+    let query = format!("SELECT id, j, b FROM {table}");
+    let (_d, path) = job(&values_job(&query, &db, "decimal = \"string\"", None));
+    let out = assert_ok(&run_job(&path));
+    assert!(out.contains("1 inserted"), "{out}");
+    let docs = mongo_docs(&db, "c").await;
+    assert_eq!(
+        docs,
+        vec![doc! {
+            "_id": 1, "id": 1,
+            "j": {"z": 1, "a": 3, "m": {"y": true, "b": Bson::Null}, "n": "18446744073709551615"},
+            // jsonb stores its keys in its own order (shorter first): as
+            // PostgreSQL gives them.
+            "b": {"a": [1, 2.5, "x"], "zz": 1},
+        }]
+    );
+    let keys: Vec<&str> = docs[0]
+        .get_document("j")
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(keys, ["z", "a", "m", "n"]);
+    drop_db(&db).await;
+}

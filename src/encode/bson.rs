@@ -1,8 +1,6 @@
 //! Low-level BSON writing: element type bytes, Decimal128 in its BID layout,
 //! ISO 8601 text for dates and times, and JSON text → BSON.
 
-use serde_json::Value;
-
 pub const DOUBLE: u8 = 0x01;
 pub const STRING: u8 = 0x02;
 pub const DOCUMENT: u8 = 0x03;
@@ -93,65 +91,6 @@ pub fn decimal_string(unscaled: i128, scale: i8) -> String {
     } else {
         format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
     }
-}
-
-/// Why a JSON value could not be written as BSON.
-pub fn write_json(out: &mut Vec<u8>, key: &[u8], text: &str) -> Result<(), String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    write_json_value(out, key, &value)
-}
-
-fn write_json_value(out: &mut Vec<u8>, key: &[u8], value: &Value) -> Result<(), String> {
-    match value {
-        Value::Null => put_element(out, NULL, key),
-        Value::Bool(b) => {
-            put_element(out, BOOLEAN, key);
-            out.push(*b as u8);
-        }
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                if let Ok(i) = i32::try_from(i) {
-                    put_element(out, INT32, key);
-                    out.extend_from_slice(&i.to_le_bytes());
-                } else {
-                    put_element(out, INT64, key);
-                    out.extend_from_slice(&i.to_le_bytes());
-                }
-            } else {
-                let f = n.as_f64().ok_or("number out of range")?;
-                put_element(out, DOUBLE, key);
-                out.extend_from_slice(&f.to_le_bytes());
-            }
-        }
-        Value::String(s) => {
-            put_element(out, STRING, key);
-            put_str(out, s.as_bytes());
-        }
-        Value::Array(items) => {
-            put_element(out, ARRAY, key);
-            let at = begin_doc(out);
-            let mut k = Vec::with_capacity(8);
-            for (i, item) in items.iter().enumerate() {
-                k.clear();
-                k.extend_from_slice(i.to_string().as_bytes());
-                k.push(0);
-                write_json_value(out, &k, item)?;
-            }
-            end_doc(out, at);
-        }
-        Value::Object(map) => {
-            put_element(out, DOCUMENT, key);
-            let at = begin_doc(out);
-            for (k, v) in map {
-                if k.contains('\0') {
-                    return Err(format!("JSON key {k:?} contains NUL"));
-                }
-                write_json_value(out, &cstring_key(k), v)?;
-            }
-            end_doc(out, at);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

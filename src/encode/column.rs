@@ -13,6 +13,7 @@ use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Field, TimeUnit};
 
 use super::bson as b;
+use super::json::{write_json, BigInts};
 use super::{check_encodable, Options};
 use crate::config::{DecimalPolicy, JsonPolicy, OverflowPolicy, TimestampPolicy};
 use crate::error::Result;
@@ -45,7 +46,7 @@ enum Values<'a> {
         trim: bool,
     },
     LargeStr(&'a arrow_array::LargeStringArray),
-    Json(JsonText<'a>),
+    Json(JsonText<'a>, BigInts),
     Bin {
         offsets: &'a [i32],
         data: &'a [u8],
@@ -80,6 +81,15 @@ impl ColumnEncoder<'_> {
             finite_only: on,
             ..self
         }
+    }
+
+    /// Refuse values that would be BSON Decimal128 where the JSON text had
+    /// a big integer (for targets that cannot store Decimal128).
+    pub(super) fn without_decimal128(mut self, on: bool) -> Self {
+        if let Values::Json(_, big) = &mut self.values {
+            big.decimal128 = !on;
+        }
+        self
     }
 
     #[inline(always)]
@@ -141,8 +151,10 @@ impl ColumnEncoder<'_> {
                 out.extend_from_slice(&self.prefix);
                 b::put_str(out, v.value(row).as_bytes());
             }
-            Values::Json(JsonText::Utf8(a)) => b::write_json(out, &self.key, a.value(row))?,
-            Values::Json(JsonText::LargeUtf8(a)) => b::write_json(out, &self.key, a.value(row))?,
+            Values::Json(JsonText::Utf8(a), big) => write_json(out, &self.key, a.value(row), *big)?,
+            Values::Json(JsonText::LargeUtf8(a), big) => {
+                write_json(out, &self.key, a.value(row), *big)?
+            }
             Values::Bin { offsets, data } => {
                 let bytes = &data[offsets[row] as usize..offsets[row + 1] as usize];
                 out.extend_from_slice(&self.prefix);
@@ -248,7 +260,12 @@ pub(super) fn make_encoder<'a>(
             } else {
                 JsonText::LargeUtf8(array.as_string::<i64>())
             };
-            (0, Values::Json(text))
+            let big = BigInts {
+                decimal: o.decimal,
+                overflow: o.decimal_overflow,
+                decimal128: true,
+            };
+            (0, Values::Json(text, big))
         }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();

@@ -13,6 +13,7 @@
 
 pub mod bson;
 mod column;
+mod json;
 mod mapping;
 #[doc(hidden)]
 pub mod reference;
@@ -87,6 +88,9 @@ pub struct Encoder {
     dead_letter: bool,
     /// Refuse NaN and ±Infinity doubles (the target cannot store them).
     finite_only: bool,
+    /// Refuse Decimal128 values made from JSON big integers (the target
+    /// cannot store them).
+    no_decimal128: bool,
 }
 
 #[derive(Debug)]
@@ -172,6 +176,7 @@ impl Encoder {
             bytes_per_row: AtomicUsize::new(64),
             dead_letter: false,
             finite_only: false,
+            no_decimal128: false,
         })
     }
 
@@ -205,6 +210,14 @@ impl Encoder {
         self
     }
 
+    /// Treat JSON integers beyond 64 bits that `mapping.decimal` makes
+    /// Decimal128 as values that cannot be stored (for servers without
+    /// Decimal128, such as FerretDB v1).
+    pub fn without_decimal128(mut self, on: bool) -> Self {
+        self.no_decimal128 = on;
+        self
+    }
+
     pub fn encode(&self, batch: &RecordBatch, first_row: u64) -> Result<EncodedBatch> {
         self.encode_skipping(batch, first_row, Vec::new())
     }
@@ -234,7 +247,10 @@ impl Encoder {
                     &leaf.key,
                     self.plan.options,
                 )
-                .map(|e| e.finite_only(self.finite_only))
+                .map(|e| {
+                    e.finite_only(self.finite_only)
+                        .without_decimal128(self.no_decimal128)
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let threads = rayon::current_num_threads().max(1);

@@ -162,7 +162,8 @@ impl Sink for MongoSink {
     async fn open(&self, partition: &str, schema: SchemaRef) -> Result<Box<dyn PartitionSink>> {
         let encoder = Encoder::new(&schema, &self.mapping)?
             .with_dead_letter(self.dead_letter.is_some())
-            .with_finite_only(!self.target.limits.non_finite);
+            .with_finite_only(!self.target.limits.non_finite)
+            .without_decimal128(!self.target.limits.decimal128);
         let writer = Writer::new(&self.target, &self.cfg, &self.budget)
             .with_dead_letter(self.dead_letter.clone().map(|d| (d, partition.to_string())));
         Ok(Box::new(MongoPartition {
