@@ -6,100 +6,40 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::sync::Arc;
 
 use bson::{Bson, Document};
+use common::s3::*;
 use common::*;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use shiftload::config::SourceConfig;
-use shiftload::memory::{Budget, ByteSize};
-use shiftload::source::PgSource;
-
-fn s3_endpoint() -> String {
-    std::env::var("SHIFTLOAD_S3_ENDPOINT")
-        .expect("SHIFTLOAD_S3_ENDPOINT is not set: run the tests with scripts/test.sh")
-}
-
-/// A fresh bucket on the S3 endpoint (moto takes an unsigned PUT).
-fn create_bucket(name: &str) {
-    let endpoint = s3_endpoint();
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut conn = std::net::TcpStream::connect(host).expect("connect to S3 endpoint");
-    write!(
-        conn,
-        "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply).unwrap();
-    assert!(
-        reply.starts_with("HTTP/1.1 200"),
-        "create bucket {name}: {reply}"
-    );
-}
-
-fn store(bucket: &str) -> Arc<dyn ObjectStore> {
-    Arc::new(
-        AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_endpoint(s3_endpoint())
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .expect("S3 client"),
-    )
-}
-
-/// Read `sql` from PostgreSQL with shiftload's own reader and write it as
-/// one Parquet object at `key`.
-async fn stage_part(store: &Arc<dyn ObjectStore>, key: &str, sql: &str) {
-    let cfg = SourceConfig {
-        url: pg_url(),
-        query: sql.to_string(),
-        statement_timeout_ms: None,
-        fetch_rows: 700,
-        filter: None,
-        staging: None,
-    };
-    let budget = Budget::new(ByteSize(64 << 20), 1);
-    let mut source = PgSource::open(&cfg, sql, &budget, false).await.unwrap();
-    let mut out = Vec::new();
-    {
-        let mut writer =
-            parquet::arrow::ArrowWriter::try_new(&mut out, source.schema(), None).unwrap();
-        while let Some(b) = source.next_batch().await {
-            writer.write(&b.unwrap().batch).unwrap();
-        }
-        writer.close().unwrap();
-    }
-    store
-        .put(&ObjectPath::from(key), PutPayload::from(out))
-        .await
-        .unwrap();
-}
+use object_store::{ObjectStoreExt, PutPayload};
 
 /// The reference table staged as `parts` Parquet parts under
 /// `s3://<bucket>/parts/`; returns the table and the bucket.
 async fn staged_reference(rows: u64, parts: u64) -> (String, String) {
+    staged_reference_with(rows, parts, true).await
+}
+
+/// The same, with or without a manifest beside the parts.
+async fn staged_reference_with(rows: u64, parts: u64, with_manifest: bool) -> (String, String) {
     let table = seed_reference(rows).await;
     let bucket = unique("stage").replace('_', "-");
     create_bucket(&bucket);
     let s = store(&bucket);
+    let mut staged = Vec::new();
     for k in 0..parts {
-        stage_part(
-            &s,
-            &format!("parts/part-{k:04}.parquet"),
-            &format!("SELECT * FROM {table} WHERE order_id % {parts} = {k}"),
-        )
-        .await;
+        let key = format!("parts/part-{k:04}.parquet");
+        let sql = format!("SELECT * FROM {table} WHERE order_id % {parts} = {k}");
+        let n = stage_part(&s, &key, &sql).await;
+        staged.push((key, n));
     }
-    // Not parts: a manifest and an empty marker object.
-    s.put(&ObjectPath::from("parts/manifest"), PutPayload::from("{}"))
-        .await
-        .unwrap();
+    // Not parts: the manifest (checked against the parts) and an empty
+    // marker object.
+    if with_manifest {
+        let text = manifest(&bucket, &staged, rows);
+        s.put(&ObjectPath::from("parts/manifest"), PutPayload::from(text))
+            .await
+            .unwrap();
+    }
     s.put(&ObjectPath::from("parts/_SUCCESS"), PutPayload::from(""))
         .await
         .unwrap();
@@ -335,7 +275,7 @@ async fn bad_filters_and_staging_are_named() {
     let err = fails(&path);
     assert!(
         err.contains(&format!(
-            "source.staging.location: no Parquet parts under s3://{bucket}/parts/"
+            "source.staging.location: s3://{bucket}/parts/: no Parquet part is there"
         )),
         "{err}"
     );
@@ -429,7 +369,8 @@ async fn stage_for_bench() {
 
 #[tokio::test]
 async fn a_bad_part_fails_alone_and_the_next_run_resumes_it() {
-    let (table, bucket) = staged_reference(1600, 4).await;
+    // No manifest: the listing cannot tell a bad part before it is read.
+    let (table, bucket) = staged_reference_with(1600, 4, false).await;
     let s = store(&bucket);
     let bad = "parts/part-0003.parquet";
     s.put(

@@ -11,6 +11,7 @@
 //! - [`staged::StagedSource`]: Parquet parts on S3, unloaded by Redshift
 //!   for the run or already there, one partition per part.
 
+pub mod listing;
 pub mod parquet;
 pub mod pgtypes;
 pub mod postgres;

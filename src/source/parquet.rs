@@ -20,7 +20,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange};
@@ -45,9 +45,9 @@ const SYSTEM: &str = "S3";
 /// The staging location: a bucket and a prefix in it.
 #[derive(Clone)]
 pub struct Staging {
-    store: Arc<dyn ObjectStore>,
-    bucket: String,
-    prefix: String,
+    pub(super) store: Arc<dyn ObjectStore>,
+    pub(super) bucket: String,
+    pub(super) prefix: String,
 }
 
 fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -55,6 +55,10 @@ fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
         system: SYSTEM,
         message: crate::redact::scrub(&format!("{what}: {e}")),
     }
+}
+
+pub(super) fn s3_error(what: &str, e: impl std::fmt::Display) -> Error {
+    s3_err(what, e)
 }
 
 fn parquet_err(part: &str, e: impl std::fmt::Display) -> Error {
@@ -112,15 +116,22 @@ impl Staging {
         self.store.clone()
     }
 
-    /// `s3://bucket/<prefix>/<sub>/`: where a run unloads.
-    pub fn url(&self, sub: &str) -> String {
-        let path = [self.prefix.as_str(), sub]
+    /// `<prefix>/<sub>`: the key prefix of `sub` under the location, as
+    /// written, with no encoding. The UNLOAD's `TO` URL and the listing
+    /// are both built from it, so they name the same keys whatever the
+    /// characters (`orders[v2]`, `~`, `%`...).
+    pub fn key(&self, sub: &str) -> String {
+        [self.prefix.as_str(), sub]
             .iter()
             .filter(|s| !s.is_empty())
             .copied()
             .collect::<Vec<_>>()
-            .join("/");
-        format!("s3://{}/{}/", self.bucket, path)
+            .join("/")
+    }
+
+    /// `s3://bucket/<prefix>/<sub>/`: where a run unloads.
+    pub fn url(&self, sub: &str) -> String {
+        format!("s3://{}/{}/", self.bucket, self.key(sub))
     }
 
     /// `s3://bucket/<key>`: an object's URL.
@@ -128,45 +139,21 @@ impl Staging {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    /// The key prefix of `sub` under the location.
-    pub fn path(&self, sub: &str) -> Path {
-        Path::from(
-            [self.prefix.as_str(), sub]
-                .iter()
-                .filter(|s| !s.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("/"),
-        )
-    }
-
-    /// The Parquet parts under `sub` (keys, in key order). Empty objects
-    /// and manifests are not parts.
-    pub async fn parts(&self, sub: &str) -> Result<Vec<String>> {
-        let prefix = self.path(sub);
-        let mut parts: Vec<String> = self
-            .store
-            .list(Some(&prefix))
-            .try_filter_map(|meta| async move {
-                let key = meta.location.to_string();
-                let name = key.rsplit('/').next().unwrap_or("");
-                let part = meta.size > 0
-                    && !name.ends_with("manifest")
-                    && !name.starts_with('_')
-                    && !name.starts_with('.');
-                Ok(part.then_some(key))
-            })
-            .try_collect()
-            .await
-            .map_err(|e| s3_err(&format!("cannot list s3://{}/{prefix}", self.bucket), e))?;
-        parts.sort();
-        Ok(parts)
+    /// The object path of `key` as it is (object_store's `Path::from`
+    /// would percent-encode some characters and name another object).
+    pub fn path_of(&self, key: &str) -> Result<Path> {
+        Path::parse(key).map_err(|e| {
+            Error::config(
+                "source.staging.location",
+                format!("{}: not a usable object key: {e}", self.object_url(key)),
+            )
+        })
     }
 
     /// Delete the given parts (the run's own UNLOAD output, once written).
     pub async fn delete(&self, parts: &[String]) -> Result<()> {
         for part in parts {
-            match self.store.delete(&Path::from(part.as_str())).await {
+            match self.store.delete(&self.path_of(part)?).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(s3_err(&format!("cannot delete {part}"), e)),
             }
@@ -174,10 +161,16 @@ impl Staging {
         Ok(())
     }
 
+    /// The rows a part's footer announces.
+    pub(super) async fn footer_rows(&self, part: &str) -> Result<u64> {
+        let b = self.builder(part).await?;
+        Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
+    }
+
     async fn builder(&self, part: &str) -> Result<ParquetRecordBatchStreamBuilder<PartReader>> {
         let reader = PartReader {
             store: self.store.clone(),
-            path: Path::from(part),
+            path: self.path_of(part)?,
         };
         ParquetRecordBatchStreamBuilder::new(reader)
             .await
@@ -478,11 +471,12 @@ impl ParquetSource {
 }
 
 /// The UNLOAD statement that writes `query`'s result as Parquet parts
-/// under `url`.
+/// under `url`, with a manifest that lists them and their row counts (the
+/// listing is checked against it).
 pub fn unload_sql(query: &str, url: &str, iam_role: &str, max_file_size: u64) -> String {
     let mb = (max_file_size / (1 << 20)).clamp(5, 6200);
     format!(
-        "UNLOAD ({}) TO {} IAM_ROLE {} FORMAT AS PARQUET MAXFILESIZE {mb} MB",
+        "UNLOAD ({}) TO {} IAM_ROLE {} FORMAT AS PARQUET MANIFEST VERBOSE MAXFILESIZE {mb} MB",
         redshift_literal(trim_query(query)),
         redshift_literal(url),
         redshift_literal(iam_role),
@@ -503,7 +497,7 @@ mod tests {
                 256 << 20
             ),
             "UNLOAD ('SELECT * FROM t WHERE s = ''it''''s'' AND p LIKE ''a\\\\_b''') \
-             TO 's3://b/p/job/1/' IAM_ROLE 'arn:aws:iam::1:role/r' FORMAT AS PARQUET MAXFILESIZE 256 MB"
+             TO 's3://b/p/job/1/' IAM_ROLE 'arn:aws:iam::1:role/r' FORMAT AS PARQUET MANIFEST VERBOSE MAXFILESIZE 256 MB"
         );
         assert!(unload_sql("q", "u", "r", 1).ends_with("MAXFILESIZE 5 MB"));
         assert!(unload_sql("q", "u", "r", 1 << 40).ends_with("MAXFILESIZE 6200 MB"));
@@ -522,10 +516,18 @@ mod tests {
         };
         let s = Staging::new(&cfg("s3://bucket/a/b/")).unwrap();
         assert_eq!(s.url("job/7"), "s3://bucket/a/b/job/7/");
-        assert_eq!(s.path("job/7").to_string(), "a/b/job/7");
+        assert_eq!(s.key("job/7"), "a/b/job/7");
         let s = Staging::new(&cfg("s3://bucket")).unwrap();
         assert_eq!(s.url("x"), "s3://bucket/x/");
-        assert_eq!(s.path("").to_string(), "");
+        assert_eq!(s.key(""), "");
+        // Odd characters: the URL and the object path name the same key.
+        let s = Staging::new(&cfg("s3://bucket/ex ports/")).unwrap();
+        let sub = "orders[v2]~{a}%#|^/1";
+        assert_eq!(s.url(sub), "s3://bucket/ex ports/orders[v2]~{a}%#|^/1/");
+        assert_eq!(
+            s.path_of(&s.key(sub)).unwrap().as_ref(),
+            "ex ports/orders[v2]~{a}%#|^/1"
+        );
         assert!(Staging::new(&cfg("s3:///p")).is_err());
     }
 

@@ -185,7 +185,11 @@ impl Source for StagedSource {
         if self.cfg.mode != StagingMode::Unload || self.cfg.keep {
             return Ok(());
         }
-        let parts: Vec<String> = done.iter().filter_map(|p| p.part.clone()).collect();
+        let mut parts: Vec<String> = done.iter().filter_map(|p| p.part.clone()).collect();
+        // The run's manifest lies beside its parts.
+        if let Some(dir) = parts.first().and_then(|p| p.rsplit_once('/')).map(|(d, _)| d) {
+            parts.push(format!("{dir}/manifest"));
+        }
         self.staging.delete(&parts).await
     }
 

@@ -3,6 +3,8 @@
 //! `scripts/services.sh start` brings up (`scripts/test.sh` does it).
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
