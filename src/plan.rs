@@ -103,20 +103,19 @@ impl Range {
 
     /// Half of the range, for a partition that timed out twice; `None`
     /// when it cannot be cut (open ends are cut at `known` bounds).
+    /// `[min, max]` are the keys known to lie in the range (the
+    /// partition's own, or the plan's); the cut falls between them, in
+    /// 128-bit arithmetic, and the outer ends stay as they were.
     pub fn split(&self, min: i64, max: i64) -> Option<(Range, Range)> {
         if self.null {
             return None;
         }
-        let lo = if self.lo == i64::MIN { min } else { self.lo };
-        let hi = if self.hi == i64::MAX {
-            max.saturating_add(1)
-        } else {
-            self.hi
-        };
-        if hi.saturating_sub(lo) < 2 {
+        let lo = (self.lo as i128).max(min as i128);
+        let hi = (self.hi as i128).min(max as i128 + 1);
+        if hi - lo < 2 {
             return None;
         }
-        let mid = lo + (hi - lo) / 2;
+        let mid = i64::try_from(lo + (hi - lo) / 2).ok()?;
         Some((Range { hi: mid, ..*self }, Range { lo: mid, ..*self }))
     }
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Progress, ProgressFn};
 use crate::checkpoint::{CheckpointStore, Claim, PartitionStats};
 use crate::error::{Class, Error, Result};
+use crate::plan::Range;
 use crate::retry::{decide, patient, Decision, RetryConfig};
 use crate::sink::{Sink, WriteStats};
 use crate::source::{Source, SourceBatch};
@@ -112,7 +113,19 @@ pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
                 .map(|_| PartitionEnd::Released(writes)),
             Err(e) => {
                 let class = e.class();
-                let can_split = ctx.source.split(&claim.work).is_some();
+                // Where to cut, asked of the source only when the partition
+                // has been cancelled for time twice (see `decide`).
+                let after = timeouts + (class == Class::Timeout) as u32;
+                let halves = match class {
+                    Class::Timeout | Class::Transient if after >= 2 => {
+                        ctx.source.split(&claim.work).await.unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "cannot find where to cut the partition");
+                            None
+                        })
+                    }
+                    _ => None,
+                };
+                let can_split = halves.is_some();
                 let next = match class {
                     Class::Transient | Class::Timeout => delays.next(),
                     _ => None,
@@ -129,7 +142,7 @@ pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
                     ctx.cancel.is_cancelled(),
                     next,
                 );
-                match after_error(ctx, &claim, e, decision, writes).await {
+                match after_error(ctx, &claim, e, decision, writes, halves).await {
                     Ok(Some(end)) => Ok(end),
                     Ok(None) => continue,
                     Err(e) => Err(e),
@@ -147,6 +160,7 @@ async fn after_error(
     error: Error,
     decision: Decision,
     writes: WriteStats,
+    halves: Option<(Range, Range)>,
 ) -> Result<Option<PartitionEnd>> {
     let message = error.to_string();
     match decision {
@@ -162,7 +176,7 @@ async fn after_error(
             ))))
         }
         Decision::Split => {
-            let halves = ctx.source.split(&claim.work).expect("decided it can split");
+            let halves = halves.expect("decided it can split");
             tracing::warn!(partition = %claim.id, "cancelled for time twice: cutting it in half");
             patient(|| ctx.store.split(claim, halves)).await?;
             Ok(Some(PartitionEnd::Split))

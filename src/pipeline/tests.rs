@@ -104,8 +104,8 @@ impl Source for TestSource {
         }))
     }
 
-    fn split(&self, work: &Planned) -> Option<(Range, Range)> {
-        work.range.split(0, ROWS - 1)
+    async fn split(&self, work: &Planned) -> Result<Option<(Range, Range)>> {
+        Ok(work.range.split(0, ROWS - 1))
     }
 
     async fn cleanup(&self, _done: &[Planned]) -> Result<()> {

@@ -89,8 +89,9 @@ pub trait Source: Send + Sync {
     async fn open(&self, work: &Planned) -> Result<Box<dyn BatchStream>>;
 
     /// The two halves of a partition cancelled for time, when it can be
-    /// cut (a key range wider than one key).
-    fn split(&self, work: &Planned) -> Option<(Range, Range)>;
+    /// cut (a key range wider than one key), found from the partition's
+    /// own keys: any worker can split any partition, planned by it or not.
+    async fn split(&self, work: &Planned) -> Result<Option<(Range, Range)>>;
 
     /// Once the generation is complete: remove what the source staged for
     /// it. `done` holds every partition of the generation.

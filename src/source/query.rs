@@ -1,8 +1,6 @@
 //! The job's query as a source: partitions are key ranges pushed into the
 //! SQL, each read through the wire reader ([`super::PgSource`]).
 
-use std::sync::Mutex;
-
 use arrow_schema::{DataType, SchemaRef};
 use async_trait::async_trait;
 
@@ -20,8 +18,6 @@ pub struct QuerySource {
     retry: RetryConfig,
     partition: Option<PartitionConfig>,
     key: Option<(String, KeyType)>,
-    /// The key's min and max as planned here, to cut open-ended ranges.
-    bounds: Mutex<(i64, i64)>,
     schema: SchemaRef,
     budget: Budget,
     lenient: bool,
@@ -78,7 +74,6 @@ impl QuerySource {
             cfg: job.source.clone(),
             retry: job.retry.clone(),
             partition: job.partition.clone(),
-            bounds: Mutex::new((i64::MIN, i64::MAX)),
             schema,
             budget: budget.clone(),
             lenient,
@@ -136,8 +131,6 @@ impl Source for QuerySource {
 
     async fn plan(&self) -> Result<Vec<Planned>> {
         let r = with_retries(&self.retry, "plan the partitions", || self.ranges()).await?;
-        *self.bounds.lock().expect("not poisoned") =
-            (r.min.unwrap_or(i64::MIN), r.max.unwrap_or(i64::MAX));
         Ok(r.ranges.into_iter().map(Planned::range).collect())
     }
 
@@ -163,10 +156,22 @@ impl Source for QuerySource {
         Ok(Box::new(source))
     }
 
-    fn split(&self, work: &Planned) -> Option<(Range, Range)> {
-        self.key.as_ref()?;
-        let (min, max) = *self.bounds.lock().expect("not poisoned");
-        work.range.split(min, max)
+    async fn split(&self, work: &Planned) -> Result<Option<(Range, Range)>> {
+        let Some((column, key)) = &self.key else {
+            return Ok(None);
+        };
+        if work.range.null {
+            return Ok(None);
+        }
+        // The partition's own smallest and largest key: the bounds a
+        // planning worker knew are not known to a worker that resumed.
+        let sql = KeyType::stats_sql(&self.partition_sql(&work.range), column);
+        let row = PgSource::query_row(&self.cfg, &sql).await?;
+        let get = |i: usize| row.get(i).cloned().flatten().and_then(|t| key.parse(&t));
+        match (get(0), get(1)) {
+            (Some(min), Some(max)) => Ok(work.range.split(min, max)),
+            _ => Ok(None),
+        }
     }
 
     async fn cleanup(&self, _done: &[Planned]) -> Result<()> {

@@ -177,8 +177,8 @@ impl Source for StagedSource {
         Ok(Box::new(source))
     }
 
-    fn split(&self, _work: &Planned) -> Option<(Range, Range)> {
-        None
+    async fn split(&self, _work: &Planned) -> Result<Option<(Range, Range)>> {
+        Ok(None)
     }
 
     async fn cleanup(&self, done: &[Planned]) -> Result<()> {
@@ -187,7 +187,11 @@ impl Source for StagedSource {
         }
         let mut parts: Vec<String> = done.iter().filter_map(|p| p.part.clone()).collect();
         // The run's manifest lies beside its parts.
-        if let Some(dir) = parts.first().and_then(|p| p.rsplit_once('/')).map(|(d, _)| d) {
+        if let Some(dir) = parts
+            .first()
+            .and_then(|p| p.rsplit_once('/'))
+            .map(|(d, _)| d)
+        {
             parts.push(format!("{dir}/manifest"));
         }
         self.staging.delete(&parts).await
