@@ -76,3 +76,13 @@ pub fn transient(e: &mongodb::error::Error) -> bool {
     ) || e.contains_label("RetryableWriteError")
         || e.contains_label("NetworkError")
 }
+
+/// Whether the error is a duplicate key (E11000) on a single write.
+pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == 11000,
+        ErrorKind::Command(c) => c.code == 11000,
+        _ => false,
+    }
+}

@@ -104,7 +104,13 @@ impl MongoStore {
                     "generation": 0i64, "owner": &self.owner, "since": DateTime::now()},
                 )
                 .await;
-            return Ok(inserted.is_ok());
+            // A duplicate `_id`: another worker inserted it first. Any other
+            // error is one (retried by the caller), not a lost turn to spin on.
+            return match inserted {
+                Ok(_) => Ok(true),
+                Err(e) if crate::mongo::is_duplicate_key(&e) => Ok(false),
+                Err(e) => Err(db_err(e)),
+            };
         };
         let r = self
             .coll
