@@ -53,9 +53,12 @@ async fn batch_size_follows_the_budget_and_the_row_width() {
         (4..=8).contains(&wide_32),
         "wide, 32 MiB: {wide_32} batches"
     );
-    let (_d, path) = budget_job(&narrow, &db, "32MiB");
+    // Another table, other documents under the same keys: another target.
+    let narrow_db = format!("{db}_n");
+    let (_d, path) = budget_job(&narrow, &narrow_db, "32MiB");
     let narrow_32 = batches(&assert_ok(&run_job(&path)));
     assert_eq!(narrow_32, 1, "narrow, 32 MiB");
+    drop_db(&narrow_db).await;
     // A larger budget takes the wide rows in fewer, larger batches.
     let (_d, path) = budget_job(&wide, &db, "256MiB");
     let wide_256 = batches(&assert_ok(&run_job(&path)));
