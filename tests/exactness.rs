@@ -39,6 +39,26 @@ async fn partitions_in(db: &str, state: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `shiftload run JOB` in the background, its output captured.
+fn spawn_run(path: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(["run", "--no-progress", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait (at most a minute) until `n` partitions of `db`'s checkpoint are
+/// done.
+async fn until_done(db: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partitions_in(db, "done").await < n {
+        assert!(Instant::now() < deadline, "no partition finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_checkpoint_dropped_mid_run_is_an_error_not_a_completion() {
     let table = slow_table(200).await;
@@ -58,18 +78,9 @@ column = "id"
 count = 20
 "#
     ));
-    let child = Command::new(env!("CARGO_BIN_EXE_shiftload"))
-        .args(["run", "--no-progress", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path);
     // Once a few partitions are done, the checkpoint disappears under the run.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while partitions_in(&db, "done").await < 2 {
-        assert!(Instant::now() < deadline, "no partition finished");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_done(&db, 2).await;
     mongo()
         .await
         .database(&db)
@@ -122,17 +133,8 @@ boundaries = [{boundaries}]
         )
     };
     let (_dir, path) = job(&job_text("old"));
-    let old = Command::new(env!("CARGO_BIN_EXE_shiftload"))
-        .args(["run", "--no-progress", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while partitions_in(&db, "done").await < 2 {
-        assert!(Instant::now() < deadline, "no partition finished");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let old = spawn_run(&path);
+    until_done(&db, 2).await;
     // The job changes (a new target) and is restarted from scratch.
     let (_dir2, new_path) = job(&job_text("new"));
     std::fs::copy(&new_path, &path).unwrap();
@@ -277,12 +279,7 @@ async fn a_job_writing_object_ids_is_not_retried_after_a_partial_write() {
          [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\
          [retry]\nmax_attempts = 5\ninitial_delay_ms = 10\n"
     ));
-    let child = Command::new(env!("CARGO_BIN_EXE_shiftload"))
-        .args(["run", "--no-progress", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path);
     // Once documents are written, the reading backend is terminated.
     let deadline = Instant::now() + Duration::from_secs(60);
     while mongo_count(&db, "c").await == 0 {

@@ -184,9 +184,9 @@ impl MongoStore {
     /// The filter that matches `claim`'s partition only while the claim
     /// holds it: same document, same claim token.
     fn mine(claim: &Claim) -> Document {
+        // A token that does not parse matches nothing (never a missing one).
         let token = bson::oid::ObjectId::parse_str(&claim.token)
-            .map(Bson::ObjectId)
-            .unwrap_or(Bson::Null);
+            .unwrap_or_else(|_| bson::oid::ObjectId::new());
         doc! {"_id": &claim.id, "generation": claim.generation, "claim_token": token}
     }
 

@@ -3,8 +3,9 @@
 //! `update` that upserts each of them by `_id`.
 //!
 //! A request keeps, for every document, what is needed to judge a
-//! duplicate-key error afterwards ([`super::reply`]): its `_id` and a
-//! 128-bit hash of its bytes.
+//! duplicate-key error afterwards ([`super::reply`]): its `_id`, and its
+//! bytes or (a command, whose bytes are gone once sent) a 128-bit hash of
+//! them.
 
 use bson::RawDocumentBuf;
 
@@ -69,7 +70,7 @@ impl Request {
             body,
             ids: Vec::with_capacity(capacity * 24),
             id_ranges: Vec::with_capacity(capacity),
-            hashes: Vec::with_capacity(capacity),
+            hashes: Vec::new(),
             bytes: 0,
         }
     }
@@ -102,7 +103,6 @@ impl Request {
         b::end_doc(&mut self.ids, at);
         let id = start..self.ids.len();
         self.id_ranges.push((id.start, id.end));
-        self.hashes.push(hash(doc));
         let index = self.id_ranges.len() - 1;
         match &mut self.body {
             Body::Driver(docs) => docs.push(
@@ -110,6 +110,8 @@ impl Request {
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ),
             Body::Command { cmd, .. } => {
+                // The command's bytes are gone once sent: keep the hash.
+                self.hashes.push(hash(doc));
                 cmd.push(b::DOCUMENT);
                 cmd.extend_from_slice(index.to_string().as_bytes());
                 cmd.push(0);
@@ -136,9 +138,13 @@ impl Request {
         self.id_ranges.get(i).map(|&(s, e)| &self.ids[s..e])
     }
 
-    /// The hash of document `i`'s bytes.
+    /// The hash of document `i`'s bytes (computed when asked where the
+    /// documents are kept, at `push` where they are not).
     pub(super) fn hash(&self, i: usize) -> Option<u128> {
-        self.hashes.get(i).copied()
+        match &self.body {
+            Body::Driver(docs) => docs.get(i).map(|d| hash(d.as_bytes())),
+            Body::Command { .. } => self.hashes.get(i).copied(),
+        }
     }
 }
 
@@ -225,12 +231,15 @@ mod tests {
     #[test]
     fn each_document_keeps_its_id_and_hash() {
         let a = raw(doc! {"_id": 1, "s": "a"});
-        let mut r = Request::new(SendMode::Command, Verb::Insert, "c", 1);
-        r.push(&a).unwrap();
-        assert_eq!(r.id_doc(0).unwrap(), &raw(doc! {"_id": 1})[..]);
-        assert_eq!(r.hash(0), Some(hash(&a)));
-        assert_ne!(r.hash(0), Some(hash(&raw(doc! {"_id": 1, "s": "b"}))));
-        assert_eq!(r.len(), 1);
-        assert_eq!(r.bytes(), a.len());
+        for mode in [SendMode::Command, SendMode::InsertMany] {
+            let mut r = Request::new(mode, Verb::Insert, "c", 1);
+            r.push(&a).unwrap();
+            assert_eq!(r.id_doc(0).unwrap(), &raw(doc! {"_id": 1})[..]);
+            assert_eq!(r.hash(0), Some(hash(&a)), "{mode:?}");
+            assert_ne!(r.hash(0), Some(hash(&raw(doc! {"_id": 1, "s": "b"}))));
+            assert_eq!(r.hash(1), None);
+            assert_eq!(r.len(), 1);
+            assert_eq!(r.bytes(), a.len());
+        }
     }
 }
