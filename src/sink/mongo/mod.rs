@@ -3,6 +3,7 @@
 //! documents ([`crate::encode`]), the [`writer::Writer`] sends them as
 //! unordered insert requests, several in flight.
 
+mod judge;
 mod reply;
 mod request;
 pub mod writer;

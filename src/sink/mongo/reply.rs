@@ -1,22 +1,16 @@
-//! Sending one request and judging the reply: write errors, the write
-//! concern, and duplicate keys told apart.
-//!
-//! A duplicate-key error (E11000) on an insert is looked into: the target's
-//! document with that `_id` is read back and compared, by a 128-bit hash of
-//! its bytes, with the one sent. Equal, it is a document already present (a
-//! resumed or retried run); different, it is a conflict, handled by
-//! `target.on_conflict`; absent, the key that clashed was another unique
-//! index's, and the row is refused like any other write error.
+//! Sending one request and reading the reply: write errors and the write
+//! concern. Duplicate keys (E11000) of an insert are handed back as
+//! [`Pending`] for the [`Judge`](super::judge::Judge), which tells an
+//! already-present document from a conflict.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use bson::{doc, Bson, Document, RawDocument, RawDocumentBuf};
-use futures_util::TryStreamExt;
+use bson::{Bson, Document, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::Collection;
 
-use super::request::{describe_id, hash, Body, Request, Verb};
+use super::judge::{id_of, Pending};
+use super::request::{describe_id, Body, Request, Verb};
 use crate::config::OnConflict;
 use crate::deadletter::{DeadLetter, Reject};
 use crate::encode::bson as b;
@@ -55,19 +49,17 @@ struct Reply {
     upserted: u64,
 }
 
-/// How a document refused as a duplicate stands against the target's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Duplicate {
-    /// The target holds this very document.
-    Same,
-    /// The target holds another document under this `_id`.
-    Different,
-    /// No document with this `_id`: another unique index refused it.
-    OtherIndex,
+/// What one request did: its counts, and the documents refused as
+/// duplicate keys, for the judge (with the server's first message on them).
+pub(super) struct Sent {
+    pub stats: WriteStats,
+    pub duplicates: Vec<Pending>,
+    pub message: Option<String>,
 }
 
-/// Send `request` and account for every one of its documents.
-pub(super) async fn execute(to: &Destination, mut request: Request) -> Result<WriteStats> {
+/// Send `request` and account for every one of its documents: written,
+/// refused (set aside or the error), or a duplicate to be judged.
+pub(super) async fn execute(to: &Destination, mut request: Request) -> Result<Sent> {
     let n = request.len() as u64;
     let reply = match &mut request.body {
         Body::Driver(docs) => send_documents(to, docs).await?,
@@ -94,29 +86,20 @@ pub(super) async fn execute(to: &Destination, mut request: Request) -> Result<Wr
             stats.already_present = reply.matched.saturating_sub(reply.modified);
         }
     }
-    let duplicates: Vec<usize> = reply
-        .errors
-        .iter()
-        .filter(|e| e.code == DUPLICATE_KEY)
-        .map(|e| e.index)
-        .collect();
-    let judged = judge(to, &request, &duplicates).await?;
+    let mut duplicates = Vec::new();
+    let mut message = None;
     let mut refused = Vec::new();
     for e in &reply.errors {
-        let reason = match judged.get(&e.index) {
-            Some(Duplicate::Same) => {
-                stats.already_present += 1;
+        let id = request.id_doc(e.index).and_then(id_of);
+        let reason = match (e.code, request.verb, id, request.hash(e.index)) {
+            // An insert refused on a key: judged with the others.
+            (DUPLICATE_KEY, Verb::Insert, Some(id), Some(hash)) => {
+                duplicates.push(Pending { id, hash });
+                message.get_or_insert_with(|| e.message.clone());
                 continue;
             }
-            Some(Duplicate::Different) if to.on_conflict == OnConflict::Skip => {
-                stats.kept += 1;
-                continue;
-            }
-            Some(Duplicate::Different) => "a different document with this _id is already in \
-                the target: `mapping.id` is not unique in the source, or the collection holds other \
-                data (target.on_conflict = \"skip\" keeps the one there, \"replace\" overwrites it)"
-                .to_string(),
-            Some(Duplicate::OtherIndex) | None if e.code == DUPLICATE_KEY => format!(
+            // An upsert by `_id` cannot clash on `_id`.
+            (DUPLICATE_KEY, ..) => format!(
                 "refused by another unique index of the target (a duplicate key, not on _id): {}",
                 redact::scrub(&e.message)
             ),
@@ -137,11 +120,15 @@ pub(super) async fn execute(to: &Destination, mut request: Request) -> Result<Wr
             reason,
         });
     }
-    set_aside(to, refused, n, stats)
+    Ok(Sent {
+        stats: set_aside(to, refused, n, stats)?,
+        duplicates,
+        message,
+    })
 }
 
 /// The refused documents into the dead-letter file, or the error.
-fn set_aside(
+pub(super) fn set_aside(
     to: &Destination,
     refused: Vec<Reject>,
     n: u64,
@@ -166,68 +153,6 @@ fn set_aside(
             ),
         }),
     }
-}
-
-/// How each duplicate of an insert stands against the target's document.
-async fn judge(
-    to: &Destination,
-    request: &Request,
-    duplicates: &[usize],
-) -> Result<HashMap<usize, Duplicate>> {
-    if duplicates.is_empty() {
-        return Ok(HashMap::new());
-    }
-    if request.verb == Verb::Upsert {
-        // An upsert by `_id` cannot clash on `_id`.
-        return Ok(duplicates
-            .iter()
-            .map(|&i| (i, Duplicate::OtherIndex))
-            .collect());
-    }
-    let ids: Vec<(usize, Bson)> = duplicates
-        .iter()
-        .filter_map(|&i| Some((i, id_of(request.id_doc(i)?)?)))
-        .collect();
-    let filter = doc! {"_id": {"$in": ids.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>()}};
-    let mut stored: HashMap<Vec<u8>, u128> = HashMap::new();
-    let mut cursor = to
-        .collection
-        .find(filter)
-        .await
-        .map_err(|e| driver_error(&to.namespace, &e))?;
-    while let Some(d) = cursor
-        .try_next()
-        .await
-        .map_err(|e| driver_error(&to.namespace, &e))?
-    {
-        if let Some(id) = id_of(d.as_bytes()) {
-            stored.insert(key_of(&id), hash(d.as_bytes()));
-        }
-    }
-    Ok(ids
-        .into_iter()
-        .map(|(i, id)| {
-            let verdict = match stored.get(&key_of(&id)) {
-                None => Duplicate::OtherIndex,
-                Some(&h) if Some(h) == request.hash(i) => Duplicate::Same,
-                Some(_) => Duplicate::Different,
-            };
-            (i, verdict)
-        })
-        .collect())
-}
-
-/// The `_id` of a raw document.
-fn id_of(doc: &[u8]) -> Option<Bson> {
-    let raw = RawDocument::from_bytes(doc).ok()?;
-    Bson::try_from(raw.get("_id").ok()??).ok()
-}
-
-/// `{_id: id}` as bytes: equal ids, equal keys.
-fn key_of(id: &Bson) -> Vec<u8> {
-    RawDocumentBuf::try_from(&doc! {"_id": id.clone()})
-        .map(RawDocumentBuf::into_bytes)
-        .unwrap_or_default()
 }
 
 /// `insert_many` (an `OP_MSG` document sequence) of `docs`.

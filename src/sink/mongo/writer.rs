@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::reply::{execute, Destination};
+use super::judge::{Judge, MAX_PENDING};
+use super::reply::{execute, Destination, Sent};
 use super::request::{describe_id, Request, Verb};
 use super::{ServerLimits, Target};
 use crate::config::{OnConflict, SendMode, TargetConfig};
@@ -29,8 +30,9 @@ pub struct Writer {
     docs_per_request: usize,
     bytes_per_request: usize,
     writers: usize,
-    in_flight: JoinSet<Result<WriteStats>>,
+    in_flight: JoinSet<Result<Sent>>,
     stats: WriteStats,
+    judge: Judge,
     send_mode: SendMode,
     verb: Verb,
     collection_name: String,
@@ -66,6 +68,7 @@ impl Writer {
             writers: cfg.writers,
             in_flight: JoinSet::new(),
             stats: WriteStats::default(),
+            judge: Judge::default(),
             send_mode: cfg.send,
             verb,
             collection_name: cfg.collection.clone(),
@@ -168,8 +171,13 @@ impl Writer {
 
     async fn join_one(&mut self) -> Result<()> {
         if let Some(done) = self.in_flight.join_next().await {
-            let stats = done.map_err(|e| Error::Internal(format!("writer task: {e}")))??;
-            self.stats.add(stats);
+            let sent = done.map_err(|e| Error::Internal(format!("writer task: {e}")))??;
+            self.stats.add(sent.stats);
+            self.judge.add(sent.duplicates, sent.message);
+            if self.judge.len() >= MAX_PENDING {
+                let judged = self.judge.flush(&self.to).await?;
+                self.stats.add(judged);
+            }
         }
         Ok(())
     }
@@ -179,13 +187,20 @@ impl Writer {
         self.stats
     }
 
-    /// Wait for every request in flight; the totals of the run. Every
-    /// request is awaited even when one fails; the first error is returned.
+    /// Wait for every request in flight and judge the duplicates left; the
+    /// totals of the run. Every request is awaited even when one fails; the
+    /// first error is returned.
     pub async fn finish(&mut self) -> Result<WriteStats> {
         let mut first_error = None;
         while !self.in_flight.is_empty() {
             if let Err(e) = self.join_one().await {
                 first_error.get_or_insert(e);
+            }
+        }
+        if first_error.is_none() {
+            match self.judge.flush(&self.to).await {
+                Ok(judged) => self.stats.add(judged),
+                Err(e) => first_error = Some(e),
             }
         }
         match first_error {
