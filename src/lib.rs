@@ -34,6 +34,7 @@ pub mod config;
 pub mod deadletter;
 pub mod encode;
 pub mod error;
+pub mod exit;
 pub mod failpoint;
 pub mod filter;
 pub mod kind;

@@ -7,27 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use shiftload::memory::ByteSize;
-use shiftload::pipeline::{self, Outcome, RunOptions, Stage};
-use shiftload::{redact, JobConfig};
+use shiftload::pipeline::{self, RunOptions, Stage};
+use shiftload::{exit, redact, JobConfig};
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Exit codes, as the README documents them (0: complete).
-mod exit {
-    pub const OK: u8 = 0;
-    /// The run stopped on an error (server, SQL, write); resumable.
-    pub const FAILED: u8 = 1;
-    /// The job file or mapping is wrong; nothing was written.
-    pub const CONFIG: u8 = 2;
-    /// Some partitions failed after their retries; the rest is done.
-    pub const PARTITIONS_FAILED: u8 = 3;
-    /// Complete but for rows set aside in the dead-letter file.
-    pub const SET_ASIDE: u8 = 4;
-    /// Stopped by SIGINT/SIGTERM; the next run resumes.
-    pub const INTERRUPTED: u8 = 130;
-}
 
 #[derive(Parser)]
 #[command(name = "shiftload", version)]
@@ -69,6 +54,9 @@ enum Command {
     Plan(JobArgs),
     /// Show the job's progress from its checkpoint.
     Status(JobArgs),
+    /// Prove the target equal to the source (exit 0), or name the documents
+    /// that differ (exit 5).
+    Verify(JobArgs),
     /// Check a job file without touching any data.
     Validate {
         /// The job file (TOML).
@@ -101,14 +89,27 @@ fn main() -> ExitCode {
             no_progress,
             restart,
         } => run(&job, quiet, !quiet && !no_progress, restart),
-        Command::Plan(job) => with_job(&job, |j| async move { pipeline::plan(&j).await }),
-        Command::Status(job) => with_job(&job, |j| async move { pipeline::status(&j).await }),
-        Command::Bench { job, stage } => with_job(&job, |j| async move {
-            let stage = Stage::named(&stage);
-            pipeline::drain(&j, stage).await.map(|s| format!("{s}\n"))
-        }),
+        Command::Plan(job) => with_job(&job, |j| async move { pipeline::plan(&j).await }, ok),
+        Command::Status(job) => with_job(&job, |j| async move { pipeline::status(&j).await }, ok),
+        Command::Verify(job) => with_job(
+            &job,
+            |j| async move { pipeline::verify(&j).await },
+            |v| if v.equal() { exit::OK } else { exit::DIFFERENT },
+        ),
+        Command::Bench { job, stage } => with_job(
+            &job,
+            |j| async move {
+                let stage = Stage::named(&stage);
+                pipeline::drain(&j, stage).await.map(|s| format!("{s}\n"))
+            },
+            ok,
+        ),
     };
     ExitCode::from(code)
+}
+
+fn ok<T>(_: &T) -> u8 {
+    exit::OK
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error.
@@ -124,8 +125,9 @@ fn load(args: &JobArgs) -> Result<JobConfig, u8> {
     Ok(job)
 }
 
-/// Load the job and run `f` on a runtime; print what it gives.
-fn with_job<F, Fut, T>(args: &JobArgs, f: F) -> u8
+/// Load the job and run `f` on a runtime; print what it gives and exit
+/// with the code `code` gives it.
+fn with_job<F, Fut, T>(args: &JobArgs, f: F, code: fn(&T) -> u8) -> u8
 where
     F: FnOnce(JobConfig) -> Fut,
     Fut: std::future::Future<Output = shiftload::Result<T>>,
@@ -139,7 +141,7 @@ where
         .expect("the async runtime starts")
         .block_on(f(job))
     {
-        Ok(out) => print(&out.to_string()),
+        Ok(out) => print(&out.to_string()).max(code(&out)),
         Err(e) => report(&e),
     }
 }
@@ -178,12 +180,7 @@ fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
             return code;
         }
     };
-    let code = match summary.outcome {
-        Outcome::Complete if summary.rejected > 0 => exit::SET_ASIDE,
-        Outcome::Complete => exit::OK,
-        Outcome::PartitionsFailed => exit::PARTITIONS_FAILED,
-        Outcome::Interrupted => exit::INTERRUPTED,
-    };
+    let code = exit::of_run(&summary);
     if !quiet || code != exit::OK {
         print(&summary.render(&args.job));
     }

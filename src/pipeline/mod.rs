@@ -23,6 +23,7 @@ mod partition;
 pub mod prepare;
 pub mod report;
 pub mod signals;
+pub mod verify;
 mod worker;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use crate::sink::{Target, WriteStats};
 use crate::source::Preview;
 use partition::{Context, Counters};
 pub use prepare::{budget_for, prepare, Prepared};
+pub use verify::{verify, Verdict};
 
 /// Progress so far, reported after each batch is handed to the sink.
 #[derive(Debug, Clone, Copy, Default)]

@@ -23,6 +23,7 @@ use crate::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::memory::{BatchPermit, Budget};
 use crate::mongo::{connect, connect_error};
+pub(crate) use request::{hash as document_hash, id_key};
 use writer::Writer;
 
 /// Limits the server announces in `hello`.
@@ -67,6 +68,26 @@ impl Target {
             database,
             limits,
         })
+    }
+}
+
+impl Target {
+    /// An encoder of `schema`'s rows by `mapping` into what this target
+    /// can store.
+    pub fn encoder(&self, schema: &Schema, mapping: &MappingConfig) -> Result<Encoder> {
+        Ok(Encoder::new(schema, mapping)?
+            .with_finite_only(!self.limits.non_finite)
+            .without_decimal128(!self.limits.decimal128))
+    }
+
+    /// The target collection, its documents as raw bytes.
+    pub fn collection(&self) -> &Collection<RawDocumentBuf> {
+        &self.collection
+    }
+
+    /// `database.collection`, for messages.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 }
 
@@ -161,10 +182,10 @@ pub fn check_mapping(
 #[async_trait]
 impl Sink for MongoSink {
     async fn open(&self, partition: &str, schema: SchemaRef) -> Result<Box<dyn PartitionSink>> {
-        let encoder = Encoder::new(&schema, &self.mapping)?
-            .with_dead_letter(self.dead_letter.is_some())
-            .with_finite_only(!self.target.limits.non_finite)
-            .without_decimal128(!self.target.limits.decimal128);
+        let encoder = self
+            .target
+            .encoder(&schema, &self.mapping)?
+            .with_dead_letter(self.dead_letter.is_some());
         let writer = Writer::new(&self.target, &self.cfg, &self.budget)
             .with_dead_letter(self.dead_letter.clone().map(|d| (d, partition.to_string())));
         Ok(Box::new(MongoPartition {

@@ -150,8 +150,30 @@ impl Request {
 
 /// A 128-bit hash of a document's bytes: equal hashes are taken for equal
 /// documents (a chance collision is about 2⁻¹²⁸).
-pub(super) fn hash(doc: &[u8]) -> u128 {
+pub(crate) fn hash(doc: &[u8]) -> u128 {
     twox_hash::XxHash3_128::oneshot(doc)
+}
+
+/// The `_id` element of a raw document (type, name, value) as bytes: equal
+/// ids, equal bytes. The first element where it is `_id` (as the encoder and
+/// MongoDB put it), else found and copied; empty without one.
+pub(crate) fn id_key(doc: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let n = first_element_len(doc);
+    if n > 4 && doc.get(5..9) == Some(b"_id\0") {
+        return std::borrow::Cow::Borrowed(&doc[4..4 + n]);
+    }
+    let id = bson::RawDocument::from_bytes(doc)
+        .ok()
+        .and_then(|d| d.get("_id").ok().flatten())
+        .and_then(|id| bson::Bson::try_from(id).ok());
+    let Some(id) = id else {
+        return std::borrow::Cow::Borrowed(&[]);
+    };
+    let mut one = RawDocumentBuf::try_from(&bson::doc! {"_id": id})
+        .map(RawDocumentBuf::into_bytes)
+        .unwrap_or_default();
+    one.truncate(one.len().saturating_sub(1));
+    std::borrow::Cow::Owned(one.split_off(4.min(one.len())))
 }
 
 /// Length of a document's first element (type, name, value); 0 when it is
@@ -226,6 +248,15 @@ mod tests {
                 {"q": {"_id": "k"}, "u": {"_id": "k", "n": 1}, "upsert": true},
             ]}
         );
+    }
+
+    #[test]
+    fn an_id_key_is_the_same_wherever_the_id_stands() {
+        let first = raw(doc! {"_id": 7i64, "a": 1});
+        let later = raw(doc! {"a": 1, "_id": 7i64});
+        assert_eq!(id_key(&first), id_key(&later));
+        assert_ne!(id_key(&first), id_key(&raw(doc! {"_id": 8i64})));
+        assert!(id_key(&raw(doc! {"a": 1})).is_empty());
     }
 
     #[test]
