@@ -55,6 +55,21 @@ fn validate_accepts_a_good_job_without_touching_servers() {
 }
 
 #[test]
+fn validate_refuses_a_filter_that_cannot_go_into_the_sql() {
+    // A backslash in a literal means two things to Redshift and PostgreSQL:
+    // `plan` and `run` refuse it, so `validate` must too.
+    let (_d, path) = job(
+        "[source]\nurl = \"postgresql://u:p@127.0.0.1:1/d\"\nquery = \"select 1\"\n\
+         filter = \"note = 'a\\\\b'\"\n\
+         [target]\nuri = \"mongodb://127.0.0.1:1/\"\ndatabase = \"d\"\ncollection = \"c\"\n",
+    );
+    let out = shiftload(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("source.filter"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("backslash"), "{}", stderr(&out));
+}
+
+#[test]
 fn unreachable_postgres_names_host_and_hides_password() {
     let db = unique("cli_pg");
     let (_d, path) = job(&format!(

@@ -328,7 +328,17 @@ impl JobConfig {
             }
         }
         if let Some(filter) = &self.source.filter {
-            crate::filter::Expr::parse(filter).map_err(|e| e.to_string())?;
+            let expr = crate::filter::Expr::parse(filter).map_err(|e| e.to_string())?;
+            // Pushed into the SQL unless the parts exist already: what `plan`
+            // and `run` would refuse there is refused here.
+            let existing = self
+                .source
+                .staging
+                .as_ref()
+                .is_some_and(|s| s.mode == StagingMode::Existing);
+            if !existing {
+                expr.to_sql().map_err(|e| e.to_string())?;
+            }
         }
         if let Some(st) = &self.source.staging {
             if !st.location.starts_with("s3://") {
