@@ -159,6 +159,14 @@ pub struct Budget {
 /// Permits held by a batch until its last document is written.
 pub type BatchPermit = Arc<OwnedSemaphorePermit>;
 
+/// The largest batch, in wire bytes. Arrow's string and binary columns
+/// address their bytes with 32-bit offsets (2 GiB); a column of a batch
+/// holds at most the batch's wire bytes, which stop growing one row past
+/// this cut, and a row is at most 1 GiB (PostgreSQL's limit on a value;
+/// Redshift's is 16 MiB): under the limit by construction, whatever the
+/// budget of a large host.
+pub const MAX_BATCH_BYTES: u64 = 1 << 30;
+
 /// Semaphore permits are counted in KiB so that any budget fits.
 const UNIT: u64 = 1024;
 
@@ -179,9 +187,10 @@ impl Budget {
         ByteSize(self.total)
     }
 
-    /// Wire bytes after which the reader cuts a batch.
+    /// Wire bytes after which the reader cuts a batch: a sixteenth of the
+    /// budget, and never more than [`MAX_BATCH_BYTES`].
     pub fn batch_bytes(&self) -> usize {
-        (self.total / 16) as usize
+        (self.total / 16).min(MAX_BATCH_BYTES) as usize
     }
 
     /// BSON bytes per write request, at most.
@@ -254,6 +263,11 @@ mod tests {
         let small = Budget::new(ByteSize(32 << 20), 4);
         assert_eq!(small.batch_bytes(), 2 << 20);
         assert_eq!(small.request_bytes(), 1 << 20);
+        // A quarter of a 256 GiB host: batches stay at 1 GiB, under Arrow's
+        // 2 GiB of 32-bit offsets per column with room for one more row.
+        let large = Budget::new(ByteSize(64 << 30), 4);
+        assert_eq!(large.batch_bytes(), 1 << 30);
+        assert!(large.batch_bytes() as u64 + (1 << 30) <= i32::MAX as u64 + 1);
     }
 
     #[tokio::test]

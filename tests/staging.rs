@@ -103,3 +103,42 @@ async fn parts_that_do_not_add_up_to_the_manifest_are_an_error() {
     );
     assert_eq!(mongo_count(&db, "c").await, 0);
 }
+
+#[tokio::test]
+async fn staged_batches_follow_a_small_budget_whatever_the_row_count() {
+    // 3,000 rows of ~2 KiB in one part; an 8 MiB budget cuts batches at
+    // 512 KiB: about 250 rows each, so a dozen batches, not a floor of
+    // 1,024 rows (6 MiB of Arrow) whatever the budget.
+    let table = unique("staged_wide");
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id, repeat(md5(g::text), 64) AS s \
+         FROM generate_series(1, 3000) g"
+    ))
+    .await;
+    let bucket = unique("wide").replace('_', "-");
+    create_bucket(&bucket);
+    let n = stage_part(
+        &store(&bucket),
+        "wide/0000_part_00.parquet",
+        &format!("SELECT * FROM {table}"),
+    )
+    .await;
+    assert_eq!(n, 3000);
+    let db = unique("staged_wide");
+    let (_d, path) = staged_job(&bucket, "wide", &db);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("memory_limit = \"8MiB\"\n{text}")).unwrap();
+    let out = assert_ok(&run_job(&path));
+    assert!(out.contains("3,000 inserted"), "{out}");
+    let batches: u64 = out
+        .split(" BSON in ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no batch count: {out}"));
+    assert!(batches >= 10, "{batches} batches: {out}");
+    let docs = mongo_docs(&db, "c").await;
+    assert_eq!(docs.len(), 3000);
+    assert_eq!(docs[2999].get_str("s").unwrap().len(), 2048);
+    drop_db(&db).await;
+}

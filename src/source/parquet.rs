@@ -389,7 +389,7 @@ impl ParquetSource {
         // Rows per batch from the footer: uncompressed bytes per row of the
         // projected columns, against the budget's batch share.
         let per_row = bytes_per_row(&builder, &roots);
-        let rows = (budget.batch_bytes() / per_row).clamp(1024, max_rows.max(1024));
+        let rows = (budget.batch_bytes() / per_row).clamp(1, max_rows.max(1));
         let stream = builder
             .with_projection(mask)
             .with_batch_size(rows)
