@@ -169,6 +169,10 @@ impl CheckpointStore for MemoryStore {
         Ok(next)
     }
 
+    async fn renew_plan(&self, previous: i64) -> Result<bool> {
+        Ok(self.with(|s| s.job == Some(JobState::Planning) && s.generation == previous))
+    }
+
     async fn abandon_plan(&self, _previous: i64) {
         self.with(|s| s.job = Some(JobState::Complete));
     }

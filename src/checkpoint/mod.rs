@@ -169,7 +169,12 @@ pub trait CheckpointStore: Send + Sync {
         partitions: &[Planned],
     ) -> Result<i64>;
 
-    /// Give the planning turn back after planning failed.
+    /// Renew the planning turn while planning (every third of a lease);
+    /// false when the turn is no longer this worker's.
+    async fn renew_plan(&self, previous: i64) -> Result<bool>;
+
+    /// Give the planning turn back after planning failed (when it is still
+    /// this worker's).
     async fn abandon_plan(&self, previous: i64);
 
     /// Claim the next partition: pending, or running under an expired
@@ -208,6 +213,7 @@ pub async fn begin<F, Fut>(
     store: &dyn CheckpointStore,
     fingerprint: &str,
     restart: bool,
+    lease: Duration,
     plan: F,
 ) -> Result<(i64, bool)>
 where
@@ -216,7 +222,7 @@ where
 {
     match store.begin(fingerprint, restart).await? {
         Begin::Resume { generation } => Ok((generation, true)),
-        Begin::Plan { previous } => match plan().await {
+        Begin::Plan { previous } => match planning(store, previous, lease, plan()).await {
             Ok(partitions) => {
                 let generation = store
                     .commit_plan(fingerprint, previous, &partitions)
@@ -228,6 +234,40 @@ where
                 Err(e)
             }
         },
+    }
+}
+
+/// Run `plan` while renewing the planning turn every third of `lease`, so
+/// that however long it takes (a long UNLOAD), no other worker plans again
+/// under it; a turn found taken ends planning with an error.
+async fn planning<Fut>(
+    store: &dyn CheckpointStore,
+    previous: i64,
+    lease: Duration,
+    plan: Fut,
+) -> Result<Vec<Planned>>
+where
+    Fut: std::future::Future<Output = Result<Vec<Planned>>>,
+{
+    let renew = async {
+        loop {
+            tokio::time::sleep(lease.div_f64(3.0)).await;
+            match store.renew_plan(previous).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return crate::error::Error::Checkpoint(
+                        "this worker's planning turn was taken by another worker or a restart \
+                         while it planned; run the job again"
+                            .into(),
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot renew the planning turn"),
+            }
+        }
+    };
+    tokio::select! {
+        planned = plan => planned,
+        lost = renew => Err(lost),
     }
 }
 

@@ -6,7 +6,7 @@
 //! (or staged part) and [`PartitionState`]. Workers claim partitions with an
 //! atomic find-and-modify.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bson::{doc, Bson, DateTime, Document};
@@ -21,9 +21,6 @@ use super::{
 use crate::error::{Error, Result};
 use crate::plan::Range;
 use crate::retry::patient;
-
-/// A planning turn older than this is taken to be abandoned.
-const STALE_PLANNING: Duration = Duration::from_secs(10 * 60);
 
 /// The checkpoint collection of one job.
 #[derive(Clone)]
@@ -101,7 +98,8 @@ impl MongoStore {
                 .coll
                 .insert_one(
                     doc! {"_id": &id, "kind": "job", "job": &self.job, "state": planning,
-                    "generation": 0i64, "owner": &self.owner, "since": DateTime::now()},
+                    "generation": 0i64, "owner": &self.owner, "since": DateTime::now(),
+                    "beat": 0i64},
                 )
                 .await;
             // A duplicate `_id`: another worker inserted it first. Any other
@@ -112,16 +110,31 @@ impl MongoStore {
                 Err(e) => Err(db_err(e)),
             };
         };
+        // Conditional on what was read, the planner's beat included: of
+        // two workers taking over one stale turn, one wins.
+        let mut filter = doc! {"_id": &id, "state": d.get("state").cloned().unwrap_or(Bson::Null),
+        "generation": d.get_i64("generation").unwrap_or(0)};
+        match d.get("beat") {
+            Some(beat) => filter.insert("beat", beat.clone()),
+            None => filter.insert("beat", doc! {"$exists": false}),
+        };
         let r = self
             .coll
             .update_one(
-                doc! {"_id": &id, "state": d.get("state").cloned().unwrap_or(Bson::Null),
-                "generation": d.get_i64("generation").unwrap_or(0)},
-                doc! {"$set": {"state": planning, "owner": &self.owner, "since": DateTime::now()}},
+                filter,
+                doc! {"$set": {"state": planning, "owner": &self.owner, "since": DateTime::now(),
+                "beat": 0i64}},
             )
             .await
             .map_err(db_err)?;
         Ok(r.modified_count == 1)
+    }
+
+    /// The job document while this worker holds the turn to plan the
+    /// generation after `previous`.
+    fn planning_turn(&self, previous: i64) -> Document {
+        doc! {"_id": self.job_id(), "state": as_bson(JobState::Planning),
+        "owner": &self.owner, "generation": previous}
     }
 
     async fn set_job_complete(&self) -> Result<()> {
@@ -260,6 +273,7 @@ impl CheckpointStore for MongoStore {
                 .map_err(db_err)?;
             self.set_job_complete().await?;
         }
+        let mut watched = None;
         loop {
             let current = self
                 .coll
@@ -280,15 +294,25 @@ impl CheckpointStore for MongoStore {
                     return Ok(Begin::Resume { generation });
                 }
                 Some(JobState::Planning) => {
-                    let since = current.as_ref().and_then(|d| d.get_datetime("since").ok());
-                    let stale = since.is_none_or(|s| {
-                        DateTime::now().timestamp_millis() - s.timestamp_millis()
-                            > STALE_PLANNING.as_millis() as i64
-                    });
-                    if !stale {
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    // The planner renews its turn every third of a lease.
+                    // Stale: unrenewed for a whole lease, as this worker's
+                    // own monotonic clock measures it (no two machines'
+                    // clocks are compared).
+                    let beat = current
+                        .as_ref()
+                        .map(|d| (d.get("owner").cloned(), d.get("beat").cloned(), generation));
+                    let seen_since = match &watched {
+                        Some((b, at)) if Some(b) == beat.as_ref() => *at,
+                        _ => {
+                            watched = beat.map(|b| (b, Instant::now()));
+                            Instant::now()
+                        }
+                    };
+                    if seen_since.elapsed() < self.lease {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
+                    tracing::warn!(job = %self.job, "the planning worker stopped renewing its turn; planning instead");
                 }
                 Some(JobState::Complete) | None => {}
             }
@@ -311,8 +335,7 @@ impl CheckpointStore for MongoStore {
             .iter()
             .map(|p| self.partition_doc(p, next))
             .collect();
-        let turn = doc! {"_id": self.job_id(), "state": as_bson(JobState::Planning),
-        "owner": &self.owner, "generation": previous};
+        let turn = self.planning_turn(previous);
         let lost = || {
             Error::Checkpoint(format!(
                 "job `{}`: this worker's planning turn was taken (a restart or another worker) \
@@ -352,9 +375,29 @@ impl CheckpointStore for MongoStore {
         Ok(next)
     }
 
-    async fn abandon_plan(&self, _previous: i64) {
-        if let Err(e) = self.set_job_complete().await {
-            tracing::warn!(error = %e, "cannot give the planning turn back");
+    async fn renew_plan(&self, previous: i64) -> Result<bool> {
+        let r = self
+            .coll
+            .update_one(
+                self.planning_turn(previous),
+                doc! {"$inc": {"beat": 1i64}, "$set": {"since": DateTime::now()}},
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(r.matched_count == 1)
+    }
+
+    async fn abandon_plan(&self, previous: i64) {
+        // Only a turn this worker still holds is given back.
+        let given = self
+            .coll
+            .update_one(
+                self.planning_turn(previous),
+                doc! {"$set": {"state": as_bson(JobState::Complete)}},
+            )
+            .await;
+        if let Err(e) = given {
+            tracing::warn!(error = %db_err(e), "cannot give the planning turn back");
         }
     }
 

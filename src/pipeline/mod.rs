@@ -166,6 +166,7 @@ pub async fn execute(
         store.as_ref(),
         &prepared.fingerprint,
         options.restart,
+        Duration::from_secs(job.checkpoint.lease_seconds),
         || source.plan(),
     )
     .await?;
