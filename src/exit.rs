@@ -1,7 +1,6 @@
 //! Exit codes of the `shiftload` command, as the README documents them
-//! (0: complete; a cron job tells its outcomes apart by these).
-
-use crate::pipeline::{Outcome, RunSummary};
+//! (0: complete; a cron job tells its outcomes apart by these). A run's
+//! code: [`RunSummary::exit_code`](crate::pipeline::RunSummary::exit_code).
 
 /// Complete (a run), equal (`verify`), or any other command done.
 pub const OK: u8 = 0;
@@ -17,13 +16,3 @@ pub const SET_ASIDE: u8 = 4;
 pub const DIFFERENT: u8 = 5;
 /// Stopped by SIGINT/SIGTERM; the next run resumes.
 pub const INTERRUPTED: u8 = 130;
-
-/// The code of a finished run.
-pub fn of_run(summary: &RunSummary) -> u8 {
-    match summary.outcome {
-        Outcome::Complete if summary.rejected > 0 => SET_ASIDE,
-        Outcome::Complete => OK,
-        Outcome::PartitionsFailed => PARTITIONS_FAILED,
-        Outcome::Interrupted => INTERRUPTED,
-    }
-}

@@ -180,7 +180,7 @@ fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
             return code;
         }
     };
-    let code = exit::of_run(&summary);
+    let code = summary.exit_code();
     if !quiet || code != exit::OK {
         print(&summary.render(&args.job));
     }

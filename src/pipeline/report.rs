@@ -33,6 +33,17 @@ fn documents(w: &crate::sink::WriteStats) -> String {
 }
 
 impl RunSummary {
+    /// The command's exit code for this run ([`crate::exit`]).
+    pub fn exit_code(&self) -> u8 {
+        use crate::exit;
+        match self.outcome {
+            Outcome::Complete if self.rejected > 0 => exit::SET_ASIDE,
+            Outcome::Complete => exit::OK,
+            Outcome::PartitionsFailed => exit::PARTITIONS_FAILED,
+            Outcome::Interrupted => exit::INTERRUPTED,
+        }
+    }
+
     fn headline(&self, job: &Path) -> String {
         match self.outcome {
             Outcome::Complete if self.rejected > 0 => format!(

@@ -170,25 +170,33 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
         })
         .await?;
         let key = prepared.job.partition.as_ref().map(|p| p.column.as_str());
-        let places: Vec<String> = plan
-            .iter()
-            .enumerate()
-            .map(|(i, work)| {
-                let what = source.describe(work);
-                let n = plan.len();
-                match key {
-                    Some(k) => format!("partition {} of {n}: {k} in {what}", i + 1),
-                    None => format!("partition {} of {n}: {what}", i + 1),
-                }
-            })
-            .collect();
-        compare(&mut verdict, &places, wanted, found);
+        compare(
+            &mut verdict,
+            &places(source.as_ref(), &plan, key),
+            wanted,
+            found,
+        );
     }
     if let Some(staged) = source.cleanup(&plan).await.err() {
         tracing::warn!(error = %staged, "verify: cannot remove what the source staged");
     }
     verdict.elapsed = started.elapsed();
     Ok(verdict)
+}
+
+/// `partition 2 of 5: order_id in [751, 1501)`, for each partition.
+fn places(source: &dyn Source, plan: &[Planned], key: Option<&str>) -> Vec<String> {
+    let n = plan.len();
+    plan.iter()
+        .enumerate()
+        .map(|(i, work)| {
+            let what = source.describe(work);
+            match key {
+                Some(k) => format!("partition {} of {n}: {k} in {what}", i + 1),
+                None => format!("partition {} of {n}: {what}", i + 1),
+            }
+        })
+        .collect()
 }
 
 /// Name what differs between the source's documents (`wanted`: key → hash,
