@@ -145,3 +145,34 @@ async fn the_same_documents_again_are_already_present() {
     assert!(text.contains("0 inserted, 2 already present"), "{text}");
     drop_db(&db).await;
 }
+
+/// On a small budget the duplicates of a partition are judged in several
+/// rounds: every one of them still counted, and a different one found in
+/// whichever round it falls.
+#[tokio::test]
+async fn duplicates_judged_in_rounds_on_a_small_budget() {
+    let table = unique("rounds");
+    let db = unique("rounds");
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id, 'row ' || g AS s FROM generate_series(1, 5000) g"
+    ))
+    .await;
+    // 8 MiB with 4 writers: a request's share is 256 KiB, 2,048 pending.
+    let text = format!(
+        "memory_limit = \"8MiB\"\n{}",
+        conflict_job(&table, &db, "", "")
+    );
+    let (_d, path) = job(&text);
+    assert_ok(&run_job(&path));
+    let again = || shiftload(&["run", "--no-progress", "--restart", path.to_str().unwrap()]);
+    let out = assert_ok(&again());
+    assert!(out.contains("0 inserted, 5,000 already present"), "{out}");
+    pg_exec(&format!("UPDATE {table} SET s = 'changed' WHERE id = 4321")).await;
+    let out = again();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("_id: 4321"), "{text}");
+    assert!(text.contains("different document"), "{text}");
+    assert_eq!(s_of(&db, 4321).await.as_deref(), Some("row 4321"));
+    drop_db(&db).await;
+}

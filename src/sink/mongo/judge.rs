@@ -12,7 +12,8 @@
 //! Reading back in bulk matters on a server that scans for these reads
 //! (FerretDB v1 uses no index for `$in` nor for an integer `_id`): one read
 //! per request made a repeated 200,000-row load 18 times slower than the
-//! first; one read per [`MAX_PENDING`] documents makes it a scan or two.
+//! first; one read per partition (or per [`MAX_PENDING`] documents, fewer
+//! on a small budget) makes it a scan or two.
 
 use std::collections::HashMap;
 
@@ -28,8 +29,11 @@ use crate::mongo::driver_error;
 use crate::redact;
 use crate::sink::WriteStats;
 
-/// Duplicates held before they are judged: about 60 bytes each.
-pub(super) const MAX_PENDING: usize = 250_000;
+/// Duplicates held before they are judged, at most: about 60 bytes each,
+/// and as many again while they are judged.
+const MAX_PENDING: usize = 250_000;
+/// Bytes a pending duplicate is counted for against the budget.
+const PENDING_BYTES: usize = 128;
 /// Ids per read when they are read by list.
 const IDS_PER_READ: usize = 10_000;
 
@@ -40,9 +44,10 @@ pub(super) struct Pending {
 }
 
 /// The duplicates of one writer, judged together.
-#[derive(Default)]
 pub(super) struct Judge {
     pending: Vec<Pending>,
+    /// Judge once this many are pending.
+    cap: usize,
     /// The server's message for the first of them (for a refusal by
     /// another index).
     message: Option<String>,
@@ -78,15 +83,27 @@ fn int_of(id: &Bson) -> Option<i64> {
 }
 
 impl Judge {
+    /// A judge holding at most `bytes` of pending duplicates (the writer's
+    /// share of the budget for one request), within 1,000 and
+    /// [`MAX_PENDING`] documents.
+    pub fn new(bytes: usize) -> Self {
+        Judge {
+            pending: Vec::new(),
+            cap: (bytes / PENDING_BYTES).clamp(1_000, MAX_PENDING),
+            message: None,
+        }
+    }
+
+    /// Whether enough are pending to judge them now.
+    pub fn full(&self) -> bool {
+        self.pending.len() >= self.cap
+    }
+
     pub fn add(&mut self, pending: Vec<Pending>, message: Option<String>) {
         if self.message.is_none() {
             self.message = message;
         }
         self.pending.extend(pending);
-    }
-
-    pub fn len(&self) -> usize {
-        self.pending.len()
     }
 
     /// Judge every pending duplicate: their counts, or the error that
@@ -245,6 +262,13 @@ mod tests {
             let cond = reads[0].get_document("_id").unwrap();
             assert_eq!(cond.keys().collect::<Vec<_>>(), ["$in"], "{ids:?}");
         }
+    }
+
+    #[test]
+    fn the_pending_cap_follows_the_budget() {
+        assert_eq!(Judge::new(256 << 10).cap, 2_048);
+        assert_eq!(Judge::new(0).cap, 1_000);
+        assert_eq!(Judge::new(usize::MAX).cap, MAX_PENDING);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::judge::{Judge, MAX_PENDING};
+use super::judge::Judge;
 use super::reply::{execute, Destination, Sent};
 use super::request::{describe_id, Request, Verb};
 use super::{ServerLimits, Target};
@@ -68,7 +68,7 @@ impl Writer {
             writers: cfg.writers,
             in_flight: JoinSet::new(),
             stats: WriteStats::default(),
-            judge: Judge::default(),
+            judge: Judge::new(budget.request_bytes()),
             send_mode: cfg.send,
             verb,
             collection_name: cfg.collection.clone(),
@@ -174,7 +174,7 @@ impl Writer {
             let sent = done.map_err(|e| Error::Internal(format!("writer task: {e}")))??;
             self.stats.add(sent.stats);
             self.judge.add(sent.duplicates, sent.message);
-            if self.judge.len() >= MAX_PENDING {
+            if self.judge.full() {
                 let judged = self.judge.flush(&self.to).await?;
                 self.stats.add(judged);
             }
