@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
@@ -37,16 +37,6 @@ async fn partitions_in(db: &str, state: &str) -> u64 {
         .count_documents(doc! {"kind": "partition", "state": state})
         .await
         .unwrap_or(0)
-}
-
-/// `shiftload run JOB` in the background, its output captured.
-fn spawn_run(path: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_shiftload"))
-        .args(["run", "--no-progress", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// Wait (at most a minute) until `n` partitions of `db`'s checkpoint are

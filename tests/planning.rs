@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
@@ -41,15 +41,6 @@ count = 4
 lease_seconds = 2
 "#
     ))
-}
-
-fn spawn_run(path: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_shiftload"))
-        .args(["run", "--no-progress", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// The job document of `db`'s checkpoint, once it is in `state`.

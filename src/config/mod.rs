@@ -128,6 +128,16 @@ pub struct SourceConfig {
     pub fetch_rows: u32,
 }
 
+impl SourceConfig {
+    /// Whether the job reads Parquet parts that exist already (no query
+    /// runs: the filter and projection are applied client-side).
+    pub fn reads_existing_parts(&self) -> bool {
+        self.staging
+            .as_ref()
+            .is_some_and(|s| s.mode == StagingMode::Existing)
+    }
+}
+
 /// Where staged Parquet parts live, and who writes them.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -331,12 +341,7 @@ impl JobConfig {
             let expr = crate::filter::Expr::parse(filter).map_err(|e| e.to_string())?;
             // Pushed into the SQL unless the parts exist already: what `plan`
             // and `run` would refuse there is refused here.
-            let existing = self
-                .source
-                .staging
-                .as_ref()
-                .is_some_and(|s| s.mode == StagingMode::Existing);
-            if !existing {
+            if !self.source.reads_existing_parts() {
                 expr.to_sql().map_err(|e| e.to_string())?;
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow_schema::SchemaRef;
 
-use crate::config::{fingerprint, JobConfig, StagingMode};
+use crate::config::{fingerprint, JobConfig};
 use crate::deadletter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::filter::Expr;
@@ -103,12 +103,7 @@ fn pushed_down(job: &JobConfig, schema: &SchemaRef) -> Result<(JobConfig, Schema
         .cloned()
         .collect();
     let mut out = job.clone();
-    let existing = job
-        .source
-        .staging
-        .as_ref()
-        .is_some_and(|s| s.mode == StagingMode::Existing);
-    if !existing {
+    if !job.source.reads_existing_parts() {
         let predicate = match &job.source.filter {
             Some(f) => Some(Expr::parse(f)?.to_sql()?),
             None => None,

@@ -149,6 +149,16 @@ pub fn shiftload(args: &[&str]) -> Output {
         .expect("run shiftload")
 }
 
+/// `shiftload run JOB` in the background, its output captured.
+pub fn spawn_run(path: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(["run", "--no-progress", path.to_str().expect("utf-8 path")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run shiftload")
+}
+
 pub fn run_job(path: &Path) -> Output {
     shiftload(&["run", "--no-progress", path.to_str().expect("utf-8 path")])
 }
