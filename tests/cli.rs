@@ -134,11 +134,11 @@ async fn sql_error_surfaces_the_server_message() {
 #[tokio::test]
 async fn unmappable_type_names_column_and_type() {
     let db = unique("cli_type");
-    let (_d, path) = simple_job("SELECT 1 AS id, interval '3 days' AS span", &db, "c", "");
+    let (_d, path) = simple_job("SELECT 1 AS id, point '(1,2)' AS span", &db, "c", "");
     let out = run_job(&path);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("column `span` has type interval"), "{err}");
+    assert!(err.contains("column `span` has type point"), "{err}");
     assert!(err.contains("cast it in the query"), "{err}");
     assert_eq!(mongo_count(&db, "c").await, 0);
 }

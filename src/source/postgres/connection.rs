@@ -8,7 +8,6 @@ use std::time::Duration;
 use arrow_schema::{Schema, SchemaRef};
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,17 +15,18 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::Type;
 use tokio_postgres::Config;
 
+use super::dialect;
 use super::SYSTEM;
 use crate::config::SourceConfig;
 use crate::error::{Class, Error, Result};
 use crate::redact;
-use crate::source::pgtypes::PgKind;
+use crate::source::pgtypes::{Dialect, PgKind};
 
 /// A column of a described result.
 pub(super) struct Column {
     pub(super) name: String,
-    type_oid: u32,
-    typmod: i32,
+    pub(super) type_oid: u32,
+    pub(super) typmod: i32,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -38,7 +38,9 @@ pub(super) struct Connection {
     read: BytesMut,
     pub(super) write: BytesMut,
     /// `ParameterStatus` values sent by the server.
-    parameters: HashMap<String, String>,
+    pub(super) parameters: HashMap<String, String>,
+    /// What the server is, learned at login.
+    pub(super) dialect: Dialect,
 }
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -91,99 +93,18 @@ impl Connection {
             read: BytesMut::with_capacity(READ_CHUNK),
             write: BytesMut::with_capacity(4096),
             parameters: HashMap::new(),
+            dialect: Dialect::POSTGRES,
         };
-        conn.startup(&config).await.map_err(|e| match e {
-            Error::Query { message, class, .. } => fail(message, class),
-            other => other,
-        })?;
+        conn.startup(&config, dialect::startup_protocol(&host, port))
+            .await
+            .map_err(|e| match e {
+                Error::Query { message, class, .. } => fail(message, class),
+                other => other,
+            })?;
+        if conn.dialect.redshift {
+            dialect::learn(&host, port);
+        }
         Ok(conn)
-    }
-
-    async fn startup(&mut self, config: &Config) -> Result<()> {
-        let user = config.get_user().unwrap_or("postgres");
-        let mut params = vec![
-            ("user", user),
-            ("client_encoding", "UTF8"),
-            ("application_name", "shiftload"),
-        ];
-        if let Some(db) = config.get_dbname() {
-            params.push(("database", db));
-        }
-        if let Some(options) = config.get_options() {
-            params.push(("options", options));
-        }
-        frontend::startup_message(params.iter().copied(), &mut self.write).map_err(io_error)?;
-        self.flush().await?;
-        let password = config.get_password().unwrap_or_default();
-        let mut scram: Option<sasl::ScramSha256> = None;
-        loop {
-            match self.message().await? {
-                backend::Message::AuthenticationOk => {}
-                backend::Message::AuthenticationCleartextPassword => {
-                    frontend::password_message(password, &mut self.write).map_err(io_error)?;
-                    self.flush().await?;
-                }
-                backend::Message::AuthenticationMd5Password(body) => {
-                    let hash = md5_hash(user.as_bytes(), password, body.salt());
-                    frontend::password_message(hash.as_bytes(), &mut self.write)
-                        .map_err(io_error)?;
-                    self.flush().await?;
-                }
-                backend::Message::AuthenticationSasl(body) => {
-                    scram = Some(self.sasl_start(&body, password).await?);
-                }
-                backend::Message::AuthenticationSaslContinue(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| protocol("unexpected SASL message"))?;
-                    s.update(body.data()).map_err(io_error)?;
-                    frontend::sasl_response(s.message(), &mut self.write).map_err(io_error)?;
-                    self.flush().await?;
-                }
-                backend::Message::AuthenticationSaslFinal(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| protocol("unexpected SASL message"))?;
-                    s.finish(body.data()).map_err(io_error)?;
-                }
-                backend::Message::ParameterStatus(body) => {
-                    if let (Ok(k), Ok(v)) = (body.name(), body.value()) {
-                        self.parameters.insert(k.to_string(), v.to_string());
-                    }
-                }
-                backend::Message::BackendKeyData(_) | backend::Message::NoticeResponse(_) => {}
-                backend::Message::ReadyForQuery(_) => return Ok(()),
-                backend::Message::ErrorResponse(body) => return Err(server_error(&body)),
-                _ => {
-                    return Err(protocol(
-                        "unsupported authentication method requested by the server",
-                    ))
-                }
-            }
-        }
-    }
-
-    /// Answer a SASL request with SCRAM-SHA-256's first message.
-    async fn sasl_start(
-        &mut self,
-        body: &backend::AuthenticationSaslBody,
-        password: &[u8],
-    ) -> Result<sasl::ScramSha256> {
-        let mut mechanisms = body.mechanisms();
-        let mut found = false;
-        while let Some(m) = mechanisms.next().map_err(io_error)? {
-            found |= m == sasl::SCRAM_SHA_256;
-        }
-        if !found {
-            return Err(protocol(
-                "the server offers no SASL mechanism shiftload supports",
-            ));
-        }
-        let s = sasl::ScramSha256::new(password, sasl::ChannelBinding::unsupported());
-        frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut self.write)
-            .map_err(io_error)?;
-        self.flush().await?;
-        Ok(s)
     }
 
     /// Run a statement with the simple protocol; the first row, if any, as
@@ -249,25 +170,27 @@ impl Connection {
         let columns = self.describe(sql).await?;
         let mut kinds = Vec::with_capacity(columns.len());
         for c in &columns {
-            let ty = match Type::from_oid(c.type_oid) {
-                Some(ty) => ty,
-                None => {
-                    let name = self
-                        .simple_query(&format!("SELECT format_type({}, {})", c.type_oid, c.typmod))
-                        .await?
-                        .into_iter()
-                        .next()
-                        .flatten()
-                        .unwrap_or_else(|| format!("oid {}", c.type_oid));
-                    Type::new(
-                        name,
-                        c.type_oid,
-                        tokio_postgres::types::Kind::Simple,
-                        String::new(),
-                    )
+            let kind = match PgKind::for_column(&c.name, c.type_oid, "", c.typmod, self.dialect) {
+                Ok(kind) => kind,
+                // Name the type in the error as the server does.
+                Err(_) => {
+                    let name = match Type::from_oid(c.type_oid) {
+                        Some(ty) => ty.name().to_string(),
+                        None => self
+                            .simple_query(&format!(
+                                "SELECT format_type({}, {})",
+                                c.type_oid, c.typmod
+                            ))
+                            .await?
+                            .into_iter()
+                            .next()
+                            .flatten()
+                            .unwrap_or_else(|| format!("oid {}", c.type_oid)),
+                    };
+                    PgKind::for_column(&c.name, c.type_oid, &name, c.typmod, self.dialect)?
                 }
             };
-            kinds.push(PgKind::for_column(&c.name, &ty, c.typmod)?);
+            kinds.push(kind);
         }
         let schema = Arc::new(Schema::new(
             columns
@@ -288,17 +211,15 @@ impl Connection {
         let mut columns = Vec::new();
         let mut error = None;
         loop {
-            match self.message().await? {
-                backend::Message::RowDescription(body) => {
-                    let mut fields = body.fields();
-                    while let Some(f) = fields.next().map_err(io_error)? {
-                        columns.push(Column {
-                            name: f.name().to_string(),
-                            type_oid: f.type_oid(),
-                            typmod: f.type_modifier(),
-                        });
-                    }
-                }
+            let mut frame = self.frame().await?;
+            if frame[0] == b'T' {
+                columns = dialect::row_description(&frame[5..], self.dialect.protocol >= 1)?;
+                continue;
+            }
+            let message = backend::Message::parse(&mut frame)
+                .map_err(io_error)?
+                .ok_or_else(|| protocol("incomplete message"))?;
+            match message {
                 backend::Message::ErrorResponse(body) => error = Some(server_error(&body)),
                 backend::Message::ReadyForQuery(_) => break,
                 _ => {}
@@ -328,28 +249,47 @@ impl Connection {
         Ok(())
     }
 
+    /// The next backend message whole, unparsed (tag, length, body).
+    pub(super) async fn frame(&mut self) -> Result<BytesMut> {
+        loop {
+            if self.read.len() >= 5 {
+                let len = u32::from_be_bytes(self.read[1..5].try_into().expect("4 bytes")) as usize;
+                if self.read.len() > len {
+                    return Ok(self.read.split_to(len + 1));
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Read more of the socket into the buffer.
+    async fn fill(&mut self) -> Result<()> {
+        if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
+            self.read.reserve(READ_CHUNK);
+        }
+        let n = self
+            .stream
+            .read_buf(&mut self.read)
+            .await
+            .map_err(io_error)?;
+        if n == 0 {
+            return Err(Error::Query {
+                system: SYSTEM,
+                message: "the server closed the connection".into(),
+                code: None,
+                class: Class::Transient,
+            });
+        }
+        Ok(())
+    }
+
     /// The next backend message, reading the socket as needed.
     pub(super) async fn message(&mut self) -> Result<backend::Message> {
         loop {
             if let Some(m) = backend::Message::parse(&mut self.read).map_err(io_error)? {
                 return Ok(m);
             }
-            if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
-                self.read.reserve(READ_CHUNK);
-            }
-            let n = self
-                .stream
-                .read_buf(&mut self.read)
-                .await
-                .map_err(io_error)?;
-            if n == 0 {
-                return Err(Error::Query {
-                    system: SYSTEM,
-                    message: "the server closed the connection".into(),
-                    code: None,
-                    class: Class::Transient,
-                });
-            }
+            self.fill().await?;
         }
     }
 }
@@ -481,7 +421,10 @@ pub(super) fn server_error(body: &backend::ErrorResponseBody) -> Error {
 /// - everything else (bad SQL, permissions, logins): fatal.
 pub(crate) fn sqlstate_class(code: &str, message: &str, detail: Option<&str>) -> Class {
     let redshift_1023 = |t: &str| {
-        t.trim_start().starts_with("1023") || t.contains("Serializable isolation violation")
+        let t = t.trim_start();
+        t.strip_prefix("1023")
+            .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+            || t.contains("Serializable isolation violation")
     };
     match code {
         "57014" => Class::Timeout,
@@ -507,5 +450,52 @@ pub(super) fn protocol(message: &str) -> Error {
         message: format!("protocol: {message}"),
         code: None,
         class: Class::Fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redshift_errors_by_sqlstate_and_code() {
+        let serializable = "Serializable isolation violation on table - 100, transactions forming the cycle are: 1, 2";
+        assert_eq!(
+            sqlstate_class("XX000", "1023", Some(serializable)),
+            Class::Transient
+        );
+        assert_eq!(
+            sqlstate_class(
+                "XX000",
+                "1023 DETAIL: Serializable isolation violation",
+                None
+            ),
+            Class::Transient
+        );
+        // "1023" anywhere else, or under another SQLSTATE, is not a conflict.
+        assert_eq!(
+            sqlstate_class("XX000", "row 1023 is bad", None),
+            Class::Fatal
+        );
+        assert_eq!(
+            sqlstate_class("XX000", "10234: disk full", None),
+            Class::Fatal
+        );
+        assert_eq!(
+            sqlstate_class("22003", "1023", Some(serializable)),
+            Class::Fatal
+        );
+        assert_eq!(
+            sqlstate_class("57014", "Query (1023) cancelled on user's request", None),
+            Class::Timeout
+        );
+        assert_eq!(
+            sqlstate_class(
+                "XX000",
+                "Invalid protocol sequence 'P' while in PortalSuspended state.",
+                None
+            ),
+            Class::Fatal
+        );
     }
 }

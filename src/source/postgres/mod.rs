@@ -14,7 +14,9 @@
 //! when it is full the task stops reading the socket, which stops the
 //! server: backpressure all the way to Redshift.
 
+mod auth;
 mod connection;
+mod dialect;
 mod stream;
 
 use arrow_schema::SchemaRef;

@@ -15,6 +15,9 @@ use crate::memory::Budget;
 use crate::source::pgtypes::ColumnBuilder;
 use crate::source::SourceBatch;
 
+/// The portal the result is read from (closed by COMMIT).
+const PORTAL: &str = "shiftload";
+
 /// The batch being built.
 struct Batching<'a> {
     schema: &'a SchemaRef,
@@ -96,20 +99,26 @@ impl Connection {
         tx: &BatchSender,
     ) -> Result<()> {
         let fetch_rows = limits.rows as i32;
+        let formats: Vec<i16> = builders.iter().map(ColumnBuilder::format).collect();
+        // A named portal: Redshift ignores max_rows on the unnamed one and
+        // sends every row at once.
         frontend::bind(
-            "",
+            PORTAL,
             "",
             [],
             std::iter::empty::<()>(),
             |_, _| unreachable!(),
-            [1],
+            formats,
             &mut self.write,
         )
         .map_err(|_| protocol("cannot encode Bind"))?;
-        // Two executions outstanding: the server works on the next batch
-        // while this one is finished.
-        frontend::execute("", fetch_rows, &mut self.write).map_err(io_error)?;
-        frontend::execute("", fetch_rows, &mut self.write).map_err(io_error)?;
+        // PostgreSQL: two executions outstanding, so the server works on the
+        // next batch while this one is finished. Redshift: one at a time, as
+        // its own drivers do (no second Execute while a portal is suspended).
+        let ahead = if self.dialect.redshift { 1 } else { 2 };
+        for _ in 0..ahead {
+            frontend::execute(PORTAL, fetch_rows, &mut self.write).map_err(io_error)?;
+        }
         frontend::flush(&mut self.write);
         self.flush().await?;
         let mut batch = Batching {
@@ -133,15 +142,15 @@ impl Connection {
                     }
                 }
                 backend::Message::PortalSuspended => {
-                    frontend::execute("", fetch_rows, &mut self.write).map_err(io_error)?;
+                    frontend::execute(PORTAL, fetch_rows, &mut self.write).map_err(io_error)?;
                     frontend::flush(&mut self.write);
                     self.flush().await?;
                 }
                 backend::Message::CommandComplete(_) => {
                     error = None;
                     batch.cut(tx).await?;
-                    // The second Execute meets an exhausted portal; Sync
-                    // closes the exchange.
+                    // A second Execute (PostgreSQL) meets an exhausted
+                    // portal; Sync closes the exchange.
                     frontend::sync(&mut self.write);
                     self.flush().await?;
                     break;
