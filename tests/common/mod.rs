@@ -3,6 +3,7 @@
 //! `scripts/services.sh start` brings up (`scripts/test.sh` does it).
 #![allow(dead_code)]
 
+pub mod redshift;
 pub mod s3;
 
 use std::collections::BTreeMap;

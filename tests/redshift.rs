@@ -1,0 +1,214 @@
+//! The reader against a server speaking Redshift's wire dialect
+//! (tests/common/redshift.rs, in front of the project's PostgreSQL): NUMERIC
+//! in each of its wire forms, Redshift's own types, SHA-256 digest login,
+//! its cursor rules and errors, and transfers equal to the direct ones.
+
+mod common;
+
+use bson::{Bson, Document};
+use common::redshift::{run_job_async, DialectServer, Injection, Options};
+use common::*;
+use std::sync::atomic::Ordering;
+
+fn options(max_protocol: u8) -> Options {
+    Options {
+        max_protocol,
+        ..Default::default()
+    }
+}
+
+fn by_id(mut docs: Vec<Document>) -> Vec<Document> {
+    docs.sort_by_key(|d| format!("{:?}", d.get("_id")));
+    docs
+}
+
+/// NUMERIC(8,2), (18,4), (19,0), (38,10), negatives and values whose
+/// unscaled integer has zero high bytes, through Redshift's binary form
+/// (protocol 2) and its text form (a server that confirms no protocol):
+/// each value exactly as PostgreSQL prints it. Read as PostgreSQL's binary
+/// form, Redshift's 8-byte 1234 is a silent 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numerics_in_each_redshift_wire_form() {
+    let table = unique("rs_num");
+    pg_exec(&format!(
+        "CREATE TABLE {table} (id int, n8 numeric(8,2), n18 numeric(18,4), n19 numeric(19,0), n38 numeric(38,10));
+         INSERT INTO {table} VALUES
+           (1, 12.34, 12345678901234.5678, 9223372036854775807, 1234567890123456789012345678.0123456789),
+           (2, -12.34, -0.0001, -9223372036854775808, -9999999999999999999999999999.9999999999),
+           (3, 0.01, 1, 0, 0.0000000001),
+           (4, 999999.99, -99999999999999.9999, 1, -1),
+           (5, 0, 0, NULL, 12.5);"
+    ))
+    .await;
+    let expected = pg_text_rows(&format!(
+        "SELECT id, n8::text, n18::text, n19::text, n38::text FROM {table} ORDER BY id"
+    ))
+    .await;
+    for protocol in [2, 0] {
+        let server = DialectServer::start(options(protocol)).await;
+        let db = unique("rs_num");
+        let (_d, path) = job(&format!(
+            "[source]\nurl = \"{}\"\nquery = \"SELECT * FROM {table}\"\nfetch_rows = 2\n\n\
+             [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\n\
+             [mapping]\nid = [\"id\"]\ndecimal = \"string\"\n",
+            server.default_url()
+        ));
+        assert_ok(&run_job_async(&path).await);
+        let docs = by_id(mongo_docs(&db, "c").await);
+        assert_eq!(docs.len(), expected.len(), "protocol {protocol}");
+        for (doc, row) in docs.iter().zip(&expected) {
+            for col in ["n8", "n18", "n19", "n38"] {
+                let got = doc.get(col).cloned();
+                let want = row[col].clone().map(Bson::String);
+                assert_eq!(got, want, "protocol {protocol}, row {:?}, {col}", row["id"]);
+            }
+        }
+        // The partition's connection asked for protocol 2 once the first
+        // one had met Redshift.
+        let asked = server.stats.protocols_asked.lock().unwrap().clone();
+        assert_eq!(asked.first(), Some(&None), "{asked:?}");
+        assert!(asked.contains(&Some(2)), "{asked:?}");
+        drop_db(&db).await;
+    }
+}
+
+/// Redshift's own types: INTERVAL YEAR TO MONTH / DAY TO SECOND, GEOMETRY
+/// and GEOGRAPHY (EWKB), HLLSKETCH, SUPER, VARBYTE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redshift_only_types_become_documents() {
+    let server = DialectServer::start(options(2)).await;
+    let db = unique("rs_types");
+    let point = "0101000020e6100000000000000000f03f0000000000000040";
+    let query = format!(
+        "SELECT 1 AS id, interval '1 year 2 months' AS span__ym, \
+         interval '3 days 04:05:06.5' AS span__ds, interval '-1 days -2 hours' AS span, \
+         '{point}'::text AS pt__geometry, '{point}'::text AS pt__geography, \
+         '{{\"version\":1,\"logm\":15}}'::text AS h__hllsketch, \
+         '{{\"a\": [1, {{\"b\": null}}]}}'::json AS s, '\\\\x00ff'::bytea AS vb"
+    );
+    for (run, url) in [(0, server.default_url()), (1, server.default_url())] {
+        let (_d, path) = job(&format!(
+            "[source]\nurl = \"{url}\"\nquery = \"\"\"{query}\"\"\"\n\n\
+             [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c{run}\"\n\n\
+             [mapping]\nid = [\"id\"]\nnull = \"null\"\n"
+        ));
+        assert_ok(&run_job_async(&path).await);
+        let docs = mongo_docs(&db, &format!("c{run}")).await;
+        let d = &docs[0];
+        assert_eq!(d.get_str("span__ym").unwrap(), "P1Y2M");
+        assert_eq!(d.get_str("span__ds").unwrap(), "P3DT4H5M6.5S");
+        assert_eq!(d.get_str("span").unwrap(), "P-1DT-2H");
+        let ewkb: Vec<u8> = (0..point.len() / 2)
+            .map(|i| u8::from_str_radix(&point[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        for col in ["pt__geometry", "pt__geography"] {
+            assert_eq!(d.get_binary_generic(col).unwrap(), &ewkb, "{col}");
+        }
+        assert_eq!(
+            d.get_str("h__hllsketch").unwrap(),
+            "{\"version\":1,\"logm\":15}"
+        );
+        let s = d.get_document("s").unwrap();
+        assert_eq!(
+            bson_to_json(&Bson::Document(s.clone())),
+            serde_json::json!({"a": [1, {"b": null}]})
+        );
+        assert_eq!(d.get_binary_generic("vb").unwrap(), &vec![0u8, 0xff]);
+    }
+    drop_db(&db).await;
+}
+
+/// SHA-256 digest login (code 13): the right password logs in, a wrong one
+/// fails with the server's words and without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_digest_login() {
+    let server = DialectServer::start(Options {
+        max_protocol: 2,
+        sha256_users: vec![("analyst".into(), "Dig3st-pw".into())],
+        ..Default::default()
+    })
+    .await;
+    let db = unique("rs_sha");
+    let write = |url: String| {
+        job(&format!(
+            "[source]\nurl = \"{url}\"\nquery = \"SELECT 7 AS id, 'x' AS v\"\n\n\
+             [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\n\
+             [mapping]\nid = [\"id\"]\n"
+        ))
+    };
+    let (_d, path) = write(server.url("analyst", "Dig3st-pw"));
+    assert_ok(&run_job_async(&path).await);
+    assert_eq!(mongo_docs(&db, "c").await[0].get_str("v").unwrap(), "x");
+
+    let (_d, path) = write(server.url("analyst", "Wrong-pw-99"));
+    let out = run_job_async(&path).await;
+    assert!(!out.status.success());
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        all.contains("password authentication failed for user \"analyst\""),
+        "{all}"
+    );
+    assert!(!all.contains("Wrong-pw-99"), "{all}");
+    drop_db(&db).await;
+}
+
+/// The reference table through the dialect server equals the direct
+/// transfer document for document — with a serializable conflict (XX000
+/// 1023) and a statement cancel (57014) injected on the way, both retried —
+/// and the reader kept Redshift's cursor rules: a named portal, one Execute
+/// at a time, no Parse while a portal was suspended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_through_the_dialect_server_equals_the_direct_one() {
+    let table = seed_reference(3000).await;
+    let server = DialectServer::start(options(2)).await;
+    server.inject(Injection {
+        after_rows: 700,
+        code: "XX000",
+        message: "1023".into(),
+        detail: Some("Serializable isolation violation on table - 123456, transactions forming the cycle are: 1, 2 (pid:1)".into()),
+    });
+    server.inject(Injection {
+        after_rows: 400,
+        code: "57014",
+        message: "Query (4242) cancelled on user's request".into(),
+        detail: None,
+    });
+    let db = unique("rs_ref");
+    for (coll, url) in [("direct", pg_url()), ("dialect", server.default_url())] {
+        let (_d, path) = job(&format!(
+            r#"[source]
+url = "{url}"
+query = "SELECT * FROM {table}"
+fetch_rows = 250
+
+[partition]
+column = "order_id"
+count = 3
+
+[target]
+uri = "{{MONGO}}"
+database = "{db}"
+collection = "{coll}"
+
+[mapping]
+id = ["order_id"]
+decimal = "string"
+"#
+        ));
+        let out = run_job_async(&path).await;
+        assert_ok(&out);
+    }
+    let direct = by_id(mongo_docs(&db, "direct").await);
+    let dialect = by_id(mongo_docs(&db, "dialect").await);
+    assert_eq!(direct.len(), 3000);
+    assert_eq!(dialect.len(), direct.len());
+    for (a, b) in direct.iter().zip(&dialect) {
+        assert_eq!(a, b);
+    }
+    let s = &server.stats;
+    assert_eq!(s.injected.load(Ordering::Relaxed), 2, "both errors were sent");
+    assert_eq!(s.max_executes_in_flight.load(Ordering::Relaxed), 1);
+    assert_eq!(s.executes_on_unnamed_portal.load(Ordering::Relaxed), 0);
+    assert_eq!(s.parse_while_suspended.load(Ordering::Relaxed), 0);
+    drop_db(&db).await;
+}
