@@ -1,6 +1,6 @@
 //! A Redshift-dialect test server: a proxy in front of the project's
-//! PostgreSQL that speaks what docs/REDSHIFT-DIALECT (shared/REDSHIFT.md in
-//! the brief) lists where Redshift differs from PostgreSQL:
+//! PostgreSQL that speaks what docs/REDSHIFT.md lists where Redshift differs
+//! from PostgreSQL:
 //!
 //! - login: MD5, or Redshift's SHA-256 digest (code 13) for the users given
 //!   as such; the Redshift ParameterStatus set (`server_version=8.0.2`,
@@ -146,7 +146,12 @@ fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
 
 fn error_frame(code: &str, message: &str, detail: Option<&str>) -> Vec<u8> {
     let mut b = Vec::new();
-    for (t, v) in [(b'S', "ERROR"), (b'V', "ERROR"), (b'C', code), (b'M', message)] {
+    for (t, v) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', code),
+        (b'M', message),
+    ] {
         b.push(t);
         b.extend(v.as_bytes());
         b.push(0);
@@ -200,7 +205,10 @@ async fn session(mut client: TcpStream, stats: Arc<Stats>, options: Arc<Options>
     }
     let mut backend = backend_login(params.get("database").cloned()).await?;
     let mut out = frame(b'R', &0u32.to_be_bytes());
-    let session_id = format!("{:x}", std::process::id() as u64 * 7919 + stats.connections.load(Ordering::Relaxed));
+    let session_id = format!(
+        "{:x}",
+        std::process::id() as u64 * 7919 + stats.connections.load(Ordering::Relaxed)
+    );
     let mut statuses = vec![
         ("server_version", "8.0.2".to_string()),
         ("server_encoding", "UNICODE".into()),
@@ -245,7 +253,12 @@ async fn session(mut client: TcpStream, stats: Arc<Stats>, options: Arc<Options>
 
 /// Authenticate the client: SHA-256 digest for the configured users, MD5
 /// with the project's password for the project's user. False when refused.
-async fn login(c: &mut TcpStream, buf: &mut BytesMut, user: &str, o: &Options) -> std::io::Result<bool> {
+async fn login(
+    c: &mut TcpStream,
+    buf: &mut BytesMut,
+    user: &str,
+    o: &Options,
+) -> std::io::Result<bool> {
     let pg: tokio_postgres::Config = super::pg_url().parse().unwrap();
     if let Some((_, password)) = o.sha256_users.iter().find(|(u, _)| u == user) {
         let (salt, nonce) = (b"s4lt-r5", b"server-nonce-0001");
@@ -319,7 +332,10 @@ async fn backend_login(database: Option<String>) -> std::io::Result<TcpStream> {
                 match body.get_u32() {
                     0 => continue,
                     10 => {
-                        let sc = sasl::ScramSha256::new(pg.get_password().unwrap(), sasl::ChannelBinding::unsupported());
+                        let sc = sasl::ScramSha256::new(
+                            pg.get_password().unwrap(),
+                            sasl::ChannelBinding::unsupported(),
+                        );
                         frontend::sasl_initial_response(sasl::SCRAM_SHA_256, sc.message(), &mut w)?;
                         scram = Some(sc);
                     }
@@ -384,7 +400,12 @@ struct Relay {
 }
 
 impl Relay {
-    async fn run(&mut self, client: &mut TcpStream, mut cbuf: BytesMut, backend: &mut TcpStream) -> Io {
+    async fn run(
+        &mut self,
+        client: &mut TcpStream,
+        mut cbuf: BytesMut,
+        backend: &mut TcpStream,
+    ) -> Io {
         let mut bbuf = BytesMut::new();
         loop {
             if self.aborted {
@@ -423,12 +444,23 @@ impl Relay {
     }
 
     /// A client message, rewritten for the backend (None: answered here).
-    async fn from_client(&mut self, tag: u8, mut body: BytesMut, client: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    async fn from_client(
+        &mut self,
+        tag: u8,
+        mut body: BytesMut,
+        client: &mut TcpStream,
+    ) -> std::io::Result<Option<Vec<u8>>> {
         match tag {
             b'P' if !self.suspended.is_empty() => {
-                self.stats.parse_while_suspended.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .parse_while_suspended
+                    .fetch_add(1, Ordering::Relaxed);
                 client
-                    .write_all(&error_frame("XX000", "Invalid protocol sequence 'P' while in PortalSuspended state.", None))
+                    .write_all(&error_frame(
+                        "XX000",
+                        "Invalid protocol sequence 'P' while in PortalSuspended state.",
+                        None,
+                    ))
                     .await?;
                 self.aborted = true;
                 return Ok(None);
@@ -443,11 +475,15 @@ impl Relay {
                 let portal = cstr(&mut body);
                 let mut max_rows = body.get_i32();
                 if portal.is_empty() {
-                    self.stats.executes_on_unnamed_portal.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .executes_on_unnamed_portal
+                        .fetch_add(1, Ordering::Relaxed);
                     max_rows = 0;
                 }
                 self.executing.push_back(portal.clone());
-                self.stats.max_executes_in_flight.fetch_max(self.executing.len(), Ordering::Relaxed);
+                self.stats
+                    .max_executes_in_flight
+                    .fetch_max(self.executing.len(), Ordering::Relaxed);
                 let mut b = portal.into_bytes();
                 b.push(0);
                 b.extend(max_rows.to_be_bytes());
@@ -557,7 +593,10 @@ impl Relay {
             b'S' => {
                 let mut b = body.clone();
                 let k = cstr(&mut b);
-                if matches!(k.as_str(), "standard_conforming_strings" | "server_version_num" | "server_version") {
+                if matches!(
+                    k.as_str(),
+                    "standard_conforming_strings" | "server_version_num" | "server_version"
+                ) {
                     return Vec::new();
                 }
                 frame(tag, &body)
@@ -582,7 +621,13 @@ impl Relay {
             let (rs, rs_oid) = match oid {
                 1700 => {
                     let t = typmod - 4;
-                    (Rs::Numeric { precision: (t >> 16) & 0xffff, scale: t & 0xffff }, 1700)
+                    (
+                        Rs::Numeric {
+                            precision: (t >> 16) & 0xffff,
+                            scale: t & 0xffff,
+                        },
+                        1700,
+                    )
                 }
                 1186 if suffix("__ym") => (Rs::YearToMonth, 1188),
                 1186 if suffix("__ds") => (Rs::DayToSecond, 1190),
@@ -626,7 +671,10 @@ impl Relay {
                     return error_frame(e.code, &e.message, e.detail.as_deref());
                 }
                 let portal = self.executing.front().cloned().unwrap_or_default();
-                self.portals.get(&portal).map(|p| p.cols.clone()).unwrap_or_default()
+                self.portals
+                    .get(&portal)
+                    .map(|p| p.cols.clone())
+                    .unwrap_or_default()
             }
         };
         let n = body.get_u16();
@@ -673,21 +721,31 @@ fn convert(rs: Rs, f: i16, v: &[u8]) -> Vec<u8> {
         }
         (Rs::Interval, 1) => {
             let (micros, days, months) = pg_interval(v);
-            let mut o = (micros + days as i64 * 86_400_000_000).to_be_bytes().to_vec();
+            let mut o = (micros + days as i64 * 86_400_000_000)
+                .to_be_bytes()
+                .to_vec();
             o.extend(months.to_be_bytes());
             o
         }
         (Rs::YearToMonth, 1) => pg_interval(v).2.to_be_bytes().to_vec(),
         (Rs::DayToSecond, 1) => {
             let (micros, days, _) = pg_interval(v);
-            (micros + days as i64 * 86_400_000_000).to_be_bytes().to_vec()
+            (micros + days as i64 * 86_400_000_000)
+                .to_be_bytes()
+                .to_vec()
         }
         // Binary from the backend: raw bytes, or hex text for text clients.
         (Rs::Varbyte, 1) => v.to_vec(),
-        (Rs::Varbyte, _) => v.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes(),
+        (Rs::Varbyte, _) => v
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes(),
         (Rs::Geometry, 0) => text().to_uppercase().into_bytes(),
         (Rs::Geometry | Rs::Geography, 1) => (0..v.len() / 2)
-            .map(|i| u8::from_str_radix(std::str::from_utf8(&v[2 * i..2 * i + 2]).unwrap(), 16).unwrap())
+            .map(|i| {
+                u8::from_str_radix(std::str::from_utf8(&v[2 * i..2 * i + 2]).unwrap(), 16).unwrap()
+            })
             .collect(),
         _ => v.to_vec(),
     }
