@@ -220,3 +220,105 @@ decimal = "string"
     assert_eq!(s.parse_while_suspended.load(Ordering::Relaxed), 0);
     drop_db(&db).await;
 }
+
+/// The dialect server alone, for scripts/bench-redshift.sh: prints its port
+/// (the project's user and password log in through it) and serves for SHIFTLOAD_DIALECT_SECONDS (default 3600).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a server for scripts/bench-redshift.sh"]
+async fn serve_dialect_server() {
+    let server = DialectServer::start(options(2)).await;
+    println!("dialect server port: {}", server.port);
+    let secs = std::env::var("SHIFTLOAD_DIALECT_SECONDS").map_or(3600, |v| v.parse().unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+}
+
+/// `POST /moto-api/seed?a=N`: moto's random values repeat from here.
+async fn seed_moto(n: u32) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let endpoint = std::env::var("SHIFTLOAD_S3_ENDPOINT").unwrap();
+    let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /moto-api/seed?a={n} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// IAM login end to end against moto's `GetClusterCredentials`: the
+/// temporary user and password it returns (predicted by seeding moto, then
+/// given to a PostgreSQL role) log in, the rows arrive, and the password
+/// appears nowhere in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iam_login_with_temporary_credentials() {
+    let endpoint = std::env::var("SHIFTLOAD_S3_ENDPOINT").unwrap();
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .load()
+        .await;
+    let redshift = aws_sdk_redshift::Client::new(&aws);
+    let cluster = unique("iam-cluster").replace('_', "-");
+    redshift
+        .create_cluster()
+        .cluster_identifier(&cluster)
+        .node_type("ra3.xlplus")
+        .master_username("admin")
+        .master_user_password("Adm1n-pass")
+        .send()
+        .await
+        .unwrap();
+    let db_user = unique("loader");
+    let pg: tokio_postgres::Config = pg_url().parse().unwrap();
+    let database = pg.get_dbname().unwrap().to_string();
+    let seed = 4000 + std::process::id() % 1000;
+    seed_moto(seed).await;
+    let creds = redshift
+        .get_cluster_credentials()
+        .cluster_identifier(&cluster)
+        .db_user(&db_user)
+        .db_name(&database)
+        .auto_create(false)
+        .duration_seconds(900)
+        .send()
+        .await
+        .unwrap();
+    let (iam_user, password) = (creds.db_user.unwrap(), creds.db_password.unwrap());
+    assert_eq!(iam_user, format!("IAM:{db_user}"));
+    let table = unique("iam_rows");
+    pg_exec(&format!(
+        "CREATE ROLE \"{iam_user}\" LOGIN PASSWORD '{password}';
+         CREATE TABLE {table} AS SELECT g AS id, 'row ' || g AS v FROM generate_series(1, 25) g;
+         GRANT SELECT ON {table} TO \"{iam_user}\";"
+    ))
+    .await;
+    seed_moto(seed).await;
+
+    let db = unique("rs_iam");
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"postgresql://{db_user}@127.0.0.1:{}/{database}?sslmode=disable\"\n\
+         query = \"SELECT * FROM {table}\"\n\n[source.iam]\ncluster = \"{cluster}\"\nregion = \"us-east-1\"\n\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\n\
+         [mapping]\nid = [\"id\"]\n",
+        pg.get_ports()[0]
+    ));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shiftload"))
+            .args(["run", "--no-progress", path.to_str().unwrap()])
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("SHIFTLOAD_LOG", "debug")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(&password), "the IAM password leaked:\n{all}");
+    let docs = mongo_docs(&db, "c").await;
+    assert_eq!(docs.len(), 25);
+    assert_eq!(docs[24].get_str("v").unwrap(), "row 25");
+    drop_db(&db).await;
+}

@@ -16,7 +16,9 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod iam;
 mod mapping;
+pub use iam::{IamConfig, IamSetting};
 pub use mapping::*;
 
 /// A transfer job: one query, one target collection.
@@ -126,9 +128,26 @@ pub struct SourceConfig {
     /// earlier when its rows reach the memory budget's batch share).
     #[serde(default = "default_fetch_rows")]
     pub fetch_rows: u32,
+    /// Log in with temporary credentials from AWS IAM: `iam = true`, or a
+    /// `[source.iam]` table (cluster, workgroup, region, auto_create,
+    /// db_groups, duration_seconds). A `redshift+iam://` URL turns it on too.
+    #[serde(default)]
+    pub iam: Option<IamSetting>,
 }
 
 impl SourceConfig {
+    /// The connection URL as `postgresql://…` and the IAM settings, if IAM
+    /// is on (by `iam` or by a `redshift+iam://` URL).
+    pub fn connection(&self) -> (String, Option<IamConfig>) {
+        let (url, by_scheme) = iam::normalise_url(&self.url);
+        let iam = self
+            .iam
+            .as_ref()
+            .and_then(IamSetting::config)
+            .or_else(|| by_scheme.then(|| IamSetting::On(true).config().expect("on")));
+        (url, iam)
+    }
+
     /// Whether the job reads Parquet parts that exist already (no query
     /// runs: the filter and projection are applied client-side).
     pub fn reads_existing_parts(&self) -> bool {
@@ -335,6 +354,18 @@ impl JobConfig {
         for (key, value) in sql {
             if value.trim().is_empty() {
                 return Err(format!("`{key}` is missing or empty"));
+            }
+        }
+        if let (_, Some(iam)) = self.source.connection() {
+            if !(900..=3600).contains(&iam.duration_seconds) {
+                return Err(
+                    "`source.iam.duration_seconds` must be 900 to 3600 (AWS's limits)".into(),
+                );
+            }
+            if iam.cluster.is_some() && iam.workgroup.is_some() {
+                return Err(
+                    "`source.iam` names both a `cluster` and a `workgroup`; keep one".into(),
+                );
             }
         }
         if let Some(filter) = &self.source.filter {

@@ -426,14 +426,14 @@ impl Relay {
             tokio::select! {
                 f = read_frame(client, &mut cbuf) => {
                     let (tag, body) = f?;
-                    if let Some(out) = self.from_client(tag, body, client).await? {
+                    if let Some(out) = self.on_client(tag, body, client).await? {
                         backend.write_all(&out).await?;
                     }
                     if tag == b'X' { return Ok(()); }
                 }
                 f = read_frame(backend, &mut bbuf) => {
                     let (tag, body) = f?;
-                    let out = self.from_backend(tag, body);
+                    let out = self.on_backend(tag, body);
                     client.write_all(&out).await?;
                     if self.aborted {
                         let _ = backend.shutdown().await;
@@ -444,7 +444,7 @@ impl Relay {
     }
 
     /// A client message, rewritten for the backend (None: answered here).
-    async fn from_client(
+    async fn on_client(
         &mut self,
         tag: u8,
         mut body: BytesMut,
@@ -547,7 +547,7 @@ impl Relay {
     }
 
     /// A backend message, rewritten for the client.
-    fn from_backend(&mut self, tag: u8, body: BytesMut) -> Vec<u8> {
+    fn on_backend(&mut self, tag: u8, body: BytesMut) -> Vec<u8> {
         match tag {
             b'T' => {
                 let (cols, out) = self.row_description(body);

@@ -59,6 +59,7 @@ pub async fn stage_part(store: &Arc<dyn ObjectStore>, key: &str, sql: &str) -> u
         fetch_rows: 700,
         filter: None,
         staging: None,
+        iam: None,
     };
     let budget = Budget::new(ByteSize(64 << 20), 1);
     let mut source = PgSource::open(&cfg, sql, &budget, false).await.unwrap();

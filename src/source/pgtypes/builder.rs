@@ -226,7 +226,7 @@ fn interval(v: &[u8], wire: IntervalWire) -> Result<(i32, i32, i64), String> {
 /// Hex text (either case, an optional `\x` prefix) into `out`.
 fn unhex(v: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let v = v.strip_prefix(b"\\x").unwrap_or(v);
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return Err("malformed hex value from the server (odd length)".into());
     }
     out.clear();

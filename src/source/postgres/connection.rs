@@ -15,8 +15,8 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::Type;
 use tokio_postgres::Config;
 
-use super::dialect;
 use super::SYSTEM;
+use super::{dialect, iam};
 use crate::config::SourceConfig;
 use crate::error::{Class, Error, Result};
 use crate::redact;
@@ -48,7 +48,7 @@ const READ_CHUNK: usize = 256 * 1024;
 impl Connection {
     /// Connect with the source's settings (`statement_timeout`).
     pub(super) async fn session(cfg: &SourceConfig) -> Result<Self> {
-        let mut conn = Connection::connect(&cfg.url).await?;
+        let mut conn = Connection::connect(cfg).await?;
         if let Some(ms) = cfg.statement_timeout_ms {
             conn.simple_query(&format!("SET statement_timeout = {ms}"))
                 .await?;
@@ -56,17 +56,19 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Connect and log in, with TLS as the URL's `sslmode` asks.
-    pub(super) async fn connect(url: &str) -> Result<Self> {
-        redact::register_uri(url);
-        let config: Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| Error::Connect {
-                system: SYSTEM,
-                target: redact::uri(url),
-                message: format!("bad connection URL: {}", redact::scrub(&e.to_string())),
-                class: Class::Config,
-            })?;
+    /// Connect and log in, with TLS as the URL's `sslmode` asks, and with
+    /// temporary IAM credentials when `source.iam` is on.
+    pub(super) async fn connect(cfg: &SourceConfig) -> Result<Self> {
+        let (url, iam_settings) = cfg.connection();
+        redact::register_uri(&url);
+        let mut config: Config =
+            url.parse()
+                .map_err(|e: tokio_postgres::Error| Error::Connect {
+                    system: SYSTEM,
+                    target: redact::uri(&url),
+                    message: format!("bad connection URL: {}", redact::scrub(&e.to_string())),
+                    class: Class::Config,
+                })?;
         let target = describe_target(&config);
         let fail = |message: String, class: Class| Error::Connect {
             system: SYSTEM,
@@ -76,6 +78,18 @@ impl Connection {
         };
         let (host, port) = first_host(&config)
             .ok_or_else(|| fail("no TCP host in the URL".into(), Class::Config))?;
+        if let Some(settings) = &iam_settings {
+            let user = config.get_user().unwrap_or("postgres").to_string();
+            let login = iam::login(
+                settings,
+                iam::target(settings, &host)?,
+                &user,
+                config.get_dbname(),
+            )
+            .await?;
+            config.user(&login.user);
+            config.password(login.password.as_bytes());
+        }
         let timeout = config
             .get_connect_timeout()
             .copied()

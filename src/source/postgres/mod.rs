@@ -17,6 +17,7 @@
 mod auth;
 mod connection;
 mod dialect;
+mod iam;
 mod stream;
 
 use arrow_schema::SchemaRef;
@@ -81,7 +82,7 @@ impl PgSource {
 
     /// The Arrow schema of `sql`'s result, without running it.
     pub async fn describe(cfg: &SourceConfig, sql: &str) -> Result<SchemaRef> {
-        let mut conn = Connection::connect(&cfg.url).await?;
+        let mut conn = Connection::connect(cfg).await?;
         let (_, _, schema) = conn.result_schema(sql).await?;
         conn.terminate().await;
         Ok(schema)
