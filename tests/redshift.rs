@@ -322,3 +322,75 @@ async fn iam_login_with_temporary_credentials() {
     assert_eq!(docs[24].get_str("v").unwrap(), "row 25");
     drop_db(&db).await;
 }
+
+/// The same types on a real Redshift, when `REDSHIFT_URL` names a user that
+/// may create a table (`sslmode=disable` or `prefer` for this test's own
+/// setup connection, which logs in with MD5): each value read back as
+/// Redshift prints it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Redshift cluster: REDSHIFT_URL"]
+async fn types_on_redshift() {
+    let url = std::env::var("REDSHIFT_URL").expect("REDSHIFT_URL is not set");
+    let table = unique("shiftload_types");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to Redshift");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id int, n8 numeric(8,2), n18 numeric(18,4), n19 numeric(19,0),
+               n38 numeric(38,10), r real, d double precision, b boolean, c char(4), v varchar(20),
+               dt date, ts timestamp, tz timestamptz, t time, ttz timetz,
+               ym interval year to month, ds interval day to second, vb varbyte(8), s super,
+               g geometry);
+             INSERT INTO {table} VALUES
+               (1, 12.34, -0.0001, 9223372036854775807, -1234567890123456789012345678.0123456789,
+                1.5, -2.25, true, 'ab', 'héllo', '2024-02-29', '2024-02-29 13:14:15.123456',
+                '2024-02-29 13:14:15.654321+02', '08:30:00.000001', '12:00:00+05:30',
+                interval '1 year 2 months', interval '3 days 04:05:06.5', 'ab'::varbyte,
+                json_parse('{{\"a\": [1, 2]}}'), ST_GeomFromText('POINT(1 2)'));"
+        ))
+        .await
+        .unwrap();
+    let db = unique("t_redshift_types");
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{url}\"\nquery = \"SELECT * FROM {table}\"\n\n\
+         [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c\"\n\n\
+         [mapping]\nid = [\"id\"]\ndecimal = \"string\"\ntimestamp = \"string\"\n"
+    ));
+    let out = run_job_async(&path).await;
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .unwrap();
+    assert_ok(&out);
+    let d = &mongo_docs(&db, "c").await[0];
+    let s = |k: &str| d.get_str(k).unwrap().to_string();
+    assert_eq!(s("n8"), "12.34");
+    assert_eq!(s("n18"), "-0.0001");
+    assert_eq!(s("n19"), "9223372036854775807");
+    assert_eq!(s("n38"), "-1234567890123456789012345678.0123456789");
+    assert_eq!(d.get_f64("r").unwrap(), 1.5);
+    assert_eq!(d.get_f64("d").unwrap(), -2.25);
+    assert!(d.get_bool("b").unwrap());
+    assert_eq!(s("c"), "ab");
+    assert_eq!(s("v"), "héllo");
+    assert_eq!(s("dt"), "2024-02-29");
+    assert_eq!(s("ts"), "2024-02-29T13:14:15.123456");
+    assert_eq!(s("tz"), "2024-02-29T11:14:15.654321Z");
+    assert_eq!(s("t"), "08:30:00.000001");
+    assert_eq!(s("ttz"), "06:30:00.000000");
+    assert_eq!(s("ym"), "P1Y2M");
+    assert_eq!(s("ds"), "P3DT4H5M6.5S");
+    assert_eq!(d.get_binary_generic("vb").unwrap(), b"ab");
+    assert_eq!(
+        bson_to_json(&Bson::Document(d.get_document("s").unwrap().clone())),
+        serde_json::json!({"a": [1, 2]})
+    );
+    // POINT(1 2) as EWKB (little-endian, no SRID).
+    let mut ewkb = vec![1u8, 1, 0, 0, 0];
+    ewkb.extend(1f64.to_le_bytes());
+    ewkb.extend(2f64.to_le_bytes());
+    assert_eq!(d.get_binary_generic("g").unwrap(), &ewkb);
+    drop_db(&db).await;
+}

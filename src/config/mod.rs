@@ -93,7 +93,8 @@ impl Default for CheckpointConfig {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// Connection URL, `postgresql://user:password@host:port/database?sslmode=require`.
+    /// Connection URL, `postgresql://user:password@host:port/database?sslmode=require`
+    /// (`redshift://` reads the same; `redshift+iam://` also turns `iam` on).
     /// `sslmode` is `disable`, `prefer` (default) or `require`; with TLS the
     /// server certificate is verified against the public web roots.
     /// Use `${PGPASSWORD}`-style references for the password.
