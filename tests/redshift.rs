@@ -26,7 +26,8 @@ fn by_id(mut docs: Vec<Document>) -> Vec<Document> {
 /// unscaled integer has zero high bytes, through Redshift's binary form
 /// (protocol 2) and its text form (a server that confirms no protocol):
 /// each value exactly as PostgreSQL prints it. Read as PostgreSQL's binary
-/// form, Redshift's 8-byte 1234 is a silent 0.
+/// form, Redshift's 8-byte 1234 is a silent 0. The second server also sends
+/// every row at the first Execute, more than asked: still cut into batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numerics_in_each_redshift_wire_form() {
     let table = unique("rs_num");
@@ -45,7 +46,12 @@ async fn numerics_in_each_redshift_wire_form() {
     ))
     .await;
     for protocol in [2, 0] {
-        let server = DialectServer::start(options(protocol)).await;
+        let server = DialectServer::start(Options {
+            max_protocol: protocol,
+            ignore_max_rows: protocol == 0,
+            ..Default::default()
+        })
+        .await;
         let db = unique("rs_num");
         // 8-byte forms alone first: read as PostgreSQL's form they would
         // all be zeros, and the run would report success.
@@ -56,7 +62,8 @@ async fn numerics_in_each_redshift_wire_form() {
                  [mapping]\nid = [\"id\"]\ndecimal = \"string\"\n",
                 server.default_url()
             ));
-            assert_ok(&run_job_async(&path).await);
+            let out = assert_ok(&run_job_async(&path).await);
+            assert!(out.contains("in 3 batches"), "2 rows a batch: {out}");
             let docs = by_id(mongo_docs(&db, coll).await);
             assert_eq!(docs.len(), expected.len(), "protocol {protocol}");
             for (doc, row) in docs.iter().zip(&expected) {

@@ -43,6 +43,9 @@ pub struct Injection {
 pub struct Options {
     /// The highest `server_protocol_version` granted (0: never confirmed).
     pub max_protocol: u8,
+    /// Ignore max_rows on every portal, not only the unnamed one: all rows
+    /// come back from the first Execute.
+    pub ignore_max_rows: bool,
     /// Users who log in with the SHA-256 digest: (user, password).
     pub sha256_users: Vec<(String, String)>,
     pub injections: Mutex<VecDeque<Injection>>,

@@ -223,6 +223,66 @@ mod tests {
         assert_eq!(unscaled_to_i128(&[0; 12]), Err(NumericError::Malformed));
     }
 
+    /// Byte-exact values from the Redshift Python driver's unit fixtures
+    /// (its `numeric_in_binary` cases): bytes, scale, the decimal they are.
+    #[test]
+    fn redshift_driver_fixtures() {
+        let cases: [(&[u8], i8, &str); 8] = [
+            (
+                &[0x01, 0xb6, 0x9b, 0x4b, 0xac, 0xd0, 0x5f, 0x15],
+                0,
+                "123456789123456789",
+            ),
+            (
+                &[0xff, 0xff, 0xfe, 0xe0, 0x8e, 0x04, 0xf7, 0xc8],
+                8,
+                "-12345.67891",
+            ),
+            (&[0, 0, 0, 0, 0, 0, 0x30, 0x39], 8, "0.00012345"),
+            (
+                &[0, 0, 0x01, 0x1f, 0x71, 0xfb, 0x08, 0x38],
+                8,
+                "12345.67891",
+            ),
+            (
+                &[
+                    0x09, 0x49, 0xb0, 0xf7, 0x13, 0xe9, 0x18, 0x5f, 0x7e, 0x8f, 0x1a, 0x99, 0xa9,
+                    0x9b, 0xb6, 0xdb,
+                ],
+                0,
+                "12345678912345678991234567891234567899",
+            ),
+            (
+                &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x49, 0x96, 0x02, 0xd3],
+                5,
+                "12345.67891",
+            ),
+            (
+                &[
+                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xd5, 0xfa, 0x0e,
+                    0, 0, 0,
+                ],
+                10,
+                "-32768",
+            ),
+            (
+                &[
+                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbe,
+                    0x6f, 0x55, 0,
+                ],
+                10,
+                "-0.11",
+            ),
+        ];
+        for (bytes, scale, text) in cases {
+            assert_eq!(
+                unscaled_to_i128(bytes),
+                text_to_i128(text.as_bytes(), scale),
+                "{text} at scale {scale}"
+            );
+        }
+    }
+
     #[test]
     fn decimal_text() {
         assert_eq!(text_to_i128(b"12.34", 2), Ok(1234));
