@@ -9,13 +9,15 @@ use arrow_schema::Field;
 /// Field metadata key under which [`FieldKind`] is stored.
 pub const KIND_KEY: &str = "shiftload.kind";
 
-/// A text column's meaning at the source.
+/// A column's meaning at the source, beyond its Arrow type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldKind {
     /// Blank-padded CHAR(n): trailing blanks are padding, not data.
     Char,
     /// JSON, JSONB or Redshift SUPER: text holding a JSON value.
     Json,
+    /// Redshift GEOMETRY/GEOGRAPHY: binary holding EWKB.
+    Geometry,
 }
 
 impl FieldKind {
@@ -23,6 +25,7 @@ impl FieldKind {
         match self {
             FieldKind::Char => "char",
             FieldKind::Json => "json",
+            FieldKind::Geometry => "geometry",
         }
     }
 
@@ -31,6 +34,7 @@ impl FieldKind {
         match field.metadata().get(KIND_KEY).map(String::as_str) {
             Some("char") => Some(FieldKind::Char),
             Some("json") => Some(FieldKind::Json),
+            Some("geometry") => Some(FieldKind::Geometry),
             _ => None,
         }
     }
@@ -51,7 +55,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_through_metadata() {
-        for kind in [FieldKind::Char, FieldKind::Json] {
+        for kind in [FieldKind::Char, FieldKind::Json, FieldKind::Geometry] {
             let f = kind.mark(Field::new("c", DataType::Utf8, true));
             assert_eq!(FieldKind::of(&f), Some(kind));
         }

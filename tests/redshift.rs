@@ -84,7 +84,8 @@ async fn numerics_in_each_redshift_wire_form() {
 }
 
 /// Redshift's own types: INTERVAL YEAR TO MONTH / DAY TO SECOND, GEOMETRY
-/// and GEOGRAPHY (EWKB), HLLSKETCH, SUPER, VARBYTE.
+/// and GEOGRAPHY (EWKB bytes, or GeoJSON documents), HLLSKETCH, SUPER,
+/// VARBYTE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redshift_only_types_become_documents() {
     let server = DialectServer::start(options(2)).await;
@@ -97,11 +98,12 @@ async fn redshift_only_types_become_documents() {
          '{{\"version\":1,\"logm\":15}}'::text AS h__hllsketch, \
          '{{\"a\": [1, {{\"b\": null}}]}}'::json AS s, '\\\\x00ff'::bytea AS vb"
     );
-    for (run, url) in [(0, server.default_url()), (1, server.default_url())] {
+    for (run, geometry) in [(0, "ewkb"), (1, "geojson")] {
         let (_d, path) = job(&format!(
-            "[source]\nurl = \"{url}\"\nquery = \"\"\"{query}\"\"\"\n\n\
+            "[source]\nurl = \"{}\"\nquery = \"\"\"{query}\"\"\"\n\n\
              [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c{run}\"\n\n\
-             [mapping]\nid = [\"id\"]\nnull = \"null\"\n"
+             [mapping]\nid = [\"id\"]\nnull = \"null\"\ngeometry = \"{geometry}\"\n",
+            server.default_url()
         ));
         assert_ok(&run_job_async(&path).await);
         let docs = mongo_docs(&db, &format!("c{run}")).await;
@@ -113,7 +115,15 @@ async fn redshift_only_types_become_documents() {
             .map(|i| u8::from_str_radix(&point[2 * i..2 * i + 2], 16).unwrap())
             .collect();
         for col in ["pt__geometry", "pt__geography"] {
-            assert_eq!(d.get_binary_generic(col).unwrap(), &ewkb, "{col}");
+            if geometry == "ewkb" {
+                assert_eq!(d.get_binary_generic(col).unwrap(), &ewkb, "{col}");
+            } else {
+                let g = bson_to_json(&Bson::Document(d.get_document(col).unwrap().clone()));
+                assert_eq!(
+                    g,
+                    serde_json::json!({"type": "Point", "coordinates": [1.0, 2.0]})
+                );
+            }
         }
         assert_eq!(
             d.get_str("h__hllsketch").unwrap(),

@@ -40,6 +40,9 @@ pub struct MappingConfig {
     /// What JSON/JSONB/SUPER text becomes.
     #[serde(default)]
     pub json: JsonPolicy,
+    /// What Redshift GEOMETRY/GEOGRAPHY values become.
+    #[serde(default)]
+    pub geometry: GeometryPolicy,
     /// Strip the trailing blanks that CHAR(n) pads values with.
     #[serde(default = "default_true")]
     pub trim_char: bool,
@@ -57,6 +60,7 @@ impl Default for MappingConfig {
             decimal_overflow: OverflowPolicy::default(),
             timestamp: TimestampPolicy::default(),
             json: JsonPolicy::default(),
+            geometry: GeometryPolicy::default(),
             trim_char: true,
         }
     }
@@ -121,6 +125,19 @@ pub enum JsonPolicy {
     Parse,
     /// The JSON text as a string.
     String,
+}
+
+/// What Redshift GEOMETRY/GEOGRAPHY values become.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GeometryPolicy {
+    /// The EWKB bytes as BSON binary: exact, SRID included.
+    #[default]
+    Ewkb,
+    /// A GeoJSON geometry document (`{type, coordinates}`), as MongoDB's
+    /// `2dsphere` indexes read: the SRID is dropped, Z kept; M values,
+    /// curves and non-finite coordinates are row errors.
+    Geojson,
 }
 
 fn default_true() -> bool {

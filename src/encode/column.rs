@@ -15,7 +15,7 @@ use arrow_schema::{DataType, Field, TimeUnit};
 use super::bson as b;
 use super::json::{write_json, BigInts};
 use super::{check_encodable, Options};
-use crate::config::{DecimalPolicy, JsonPolicy, OverflowPolicy, TimestampPolicy};
+use crate::config::{DecimalPolicy, GeometryPolicy, JsonPolicy, OverflowPolicy, TimestampPolicy};
 use crate::error::Result;
 use crate::kind::FieldKind;
 
@@ -51,6 +51,8 @@ enum Values<'a> {
         offsets: &'a [i32],
         data: &'a [u8],
     },
+    /// EWKB written as a GeoJSON document.
+    GeoJson(&'a arrow_array::BinaryArray, BigInts),
     Decimal {
         values: &'a [i128],
         scale: i8,
@@ -155,6 +157,10 @@ impl ColumnEncoder<'_> {
             Values::Json(JsonText::LargeUtf8(a), big) => {
                 write_json(out, &self.key, a.value(row), *big)?
             }
+            Values::GeoJson(a, big) => {
+                let text = super::geo::ewkb_to_geojson(a.value(row))?;
+                write_json(out, &self.key, &text, *big)?
+            }
             Values::Bin { offsets, data } => {
                 let bytes = &data[offsets[row] as usize..offsets[row + 1] as usize];
                 out.extend_from_slice(&self.prefix);
@@ -223,6 +229,15 @@ fn out_of_range() -> String {
     "timestamp out of range: past year 294,246, beyond 64-bit Unix microseconds".into()
 }
 
+/// How integers beyond 64 bits in JSON text are written.
+fn big_ints(o: Options) -> BigInts {
+    BigInts {
+        decimal: o.decimal,
+        overflow: o.decimal_overflow,
+        decimal128: true,
+    }
+}
+
 pub(super) fn make_encoder<'a>(
     array: &'a ArrayRef,
     field: &Field,
@@ -260,12 +275,7 @@ pub(super) fn make_encoder<'a>(
             } else {
                 JsonText::LargeUtf8(array.as_string::<i64>())
             };
-            let big = BigInts {
-                decimal: o.decimal,
-                overflow: o.decimal_overflow,
-                decimal128: true,
-            };
-            (0, Values::Json(text, big))
+            (0, Values::Json(text, big_ints(o)))
         }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
@@ -277,6 +287,11 @@ pub(super) fn make_encoder<'a>(
             (b::STRING, values)
         }
         DataType::LargeUtf8 => (b::STRING, Values::LargeStr(array.as_string::<i64>())),
+        DataType::Binary
+            if kind == Some(FieldKind::Geometry) && o.geometry == GeometryPolicy::Geojson =>
+        {
+            (0, Values::GeoJson(array.as_binary::<i32>(), big_ints(o)))
+        }
         DataType::Binary => {
             let a = array.as_binary::<i32>();
             (

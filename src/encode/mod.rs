@@ -13,6 +13,7 @@
 
 pub mod bson;
 mod column;
+mod geo;
 mod json;
 mod mapping;
 #[doc(hidden)]
@@ -30,7 +31,8 @@ use rayon::prelude::*;
 
 use self::bson as b;
 use crate::config::{
-    DecimalPolicy, JsonPolicy, MappingConfig, NullPolicy, OverflowPolicy, TimestampPolicy,
+    DecimalPolicy, GeometryPolicy, JsonPolicy, MappingConfig, NullPolicy, OverflowPolicy,
+    TimestampPolicy,
 };
 use crate::error::{Error, Result};
 use column::{make_encoder, ColumnEncoder};
@@ -134,6 +136,7 @@ pub(crate) struct Options {
     decimal_overflow: OverflowPolicy,
     timestamp: TimestampPolicy,
     json: JsonPolicy,
+    geometry: GeometryPolicy,
     trim_char: bool,
 }
 
@@ -149,6 +152,7 @@ impl Encoder {
             decimal_overflow: mapping.decimal_overflow,
             timestamp: mapping.timestamp,
             json: mapping.json,
+            geometry: mapping.geometry,
             trim_char: mapping.trim_char,
         };
         for &i in &included {

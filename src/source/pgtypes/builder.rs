@@ -72,7 +72,7 @@ impl ColumnBuilder {
             | PgKind::Super
             | PgKind::Hllsketch
             | PgKind::Interval(_) => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
-            PgKind::Bytea | PgKind::HexBytes => {
+            PgKind::Bytea | PgKind::HexBytes | PgKind::Geometry => {
                 Builder::Binary(BinaryBuilder::with_capacity(rows, rows * 16))
             }
             PgKind::Date => Builder::Date(Date32Builder::with_capacity(rows)),
@@ -138,7 +138,7 @@ impl ColumnBuilder {
                 },
                 _ => b.append_value(utf8(v)?),
             },
-            Builder::Binary(b) if self.kind == PgKind::HexBytes => {
+            Builder::Binary(b) if matches!(self.kind, PgKind::HexBytes | PgKind::Geometry) => {
                 unhex(v, &mut self.scratch)?;
                 b.append_value(&self.scratch);
             }

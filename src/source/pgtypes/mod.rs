@@ -136,9 +136,10 @@ pub enum PgKind {
     Hllsketch,
     /// Raw bytes: BYTEA, and VARBYTE in binary (protocol ≥ 2).
     Bytea,
-    /// Bytes sent as hex text: VARBYTE below protocol 2, GEOMETRY and
-    /// GEOGRAPHY (EWKB).
+    /// Bytes sent as hex text: VARBYTE below protocol 2.
     HexBytes,
+    /// GEOMETRY and GEOGRAPHY, sent as hex EWKB text.
+    Geometry,
     Date,
     Timestamp,
     Timestamptz,
@@ -188,9 +189,8 @@ impl PgKind {
                 oid::SUPER => PgKind::Super,
                 oid::HLLSKETCH => PgKind::Hllsketch,
                 oid::VARBYTE if dialect.protocol >= 2 => PgKind::Bytea,
-                oid::VARBYTE | oid::GEOMETRY | oid::GEOMETRY_HEX | oid::GEOGRAPHY => {
-                    PgKind::HexBytes
-                }
+                oid::VARBYTE => PgKind::HexBytes,
+                oid::GEOMETRY | oid::GEOMETRY_HEX | oid::GEOGRAPHY => PgKind::Geometry,
                 _ => return Err(unsupported(name, type_name)),
             },
             _ => return Err(unsupported(name, type_name)),
@@ -207,7 +207,8 @@ impl PgKind {
             }
             | PgKind::Super
             | PgKind::Hllsketch
-            | PgKind::HexBytes => 0,
+            | PgKind::HexBytes
+            | PgKind::Geometry => 0,
             _ => 1,
         }
     }
@@ -228,6 +229,7 @@ impl PgKind {
             PgKind::Json { .. } | PgKind::Super => (DataType::Utf8, Some(FieldKind::Json)),
             PgKind::Hllsketch | PgKind::Interval(_) => (DataType::Utf8, None),
             PgKind::Bytea | PgKind::HexBytes => (DataType::Binary, None),
+            PgKind::Geometry => (DataType::Binary, Some(FieldKind::Geometry)),
             PgKind::Date => (DataType::Date32, None),
             PgKind::Timestamp => (DataType::Timestamp(TimeUnit::Microsecond, None), None),
             PgKind::Timestamptz => (

@@ -27,23 +27,7 @@ impl Connection {
         redshift_protocol: Option<u8>,
     ) -> Result<()> {
         let user = config.get_user().unwrap_or("postgres");
-        let version = redshift_protocol.map(|v| v.to_string());
-        let mut params = vec![
-            ("user", user),
-            ("client_encoding", "UTF8"),
-            ("application_name", "shiftload"),
-        ];
-        if let Some(db) = config.get_dbname() {
-            params.push(("database", db));
-        }
-        if let Some(options) = config.get_options() {
-            params.push(("options", options));
-        }
-        if let Some(v) = &version {
-            params.push(("client_protocol_version", v));
-        }
-        frontend::startup_message(params.iter().copied(), &mut self.write).map_err(io_error)?;
-        self.flush().await?;
+        self.send_startup(config, redshift_protocol).await?;
         let password = config.get_password().unwrap_or_default();
         let mut scram: Option<sasl::ScramSha256> = None;
         loop {
@@ -110,6 +94,28 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The startup message: user, database, options, and Redshift's
+    /// `client_protocol_version` when asked for.
+    async fn send_startup(&mut self, config: &Config, redshift_protocol: Option<u8>) -> Result<()> {
+        let version = redshift_protocol.map(|v| v.to_string());
+        let mut params = vec![
+            ("user", config.get_user().unwrap_or("postgres")),
+            ("client_encoding", "UTF8"),
+            ("application_name", "shiftload"),
+        ];
+        if let Some(db) = config.get_dbname() {
+            params.push(("database", db));
+        }
+        if let Some(options) = config.get_options() {
+            params.push(("options", options));
+        }
+        if let Some(v) = &version {
+            params.push(("client_protocol_version", v));
+        }
+        frontend::startup_message(params.iter().copied(), &mut self.write).map_err(io_error)?;
+        self.flush().await
     }
 
     /// Answer a SASL request with SCRAM-SHA-256's first message.
