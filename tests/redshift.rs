@@ -98,12 +98,21 @@ async fn redshift_only_types_become_documents() {
          '{{\"version\":1,\"logm\":15}}'::text AS h__hllsketch, \
          '{{\"a\": [1, {{\"b\": null}}]}}'::json AS s, '\\\\x00ff'::bytea AS vb"
     );
+    // The second run names the server `redshift://`: every connection,
+    // the first one too, asks for protocol 2.
+    let mut asked_before = 0;
     for (run, geometry) in [(0, "ewkb"), (1, "geojson")] {
+        let url = match run {
+            0 => server.default_url(),
+            _ => {
+                asked_before = server.stats.protocols_asked.lock().unwrap().len();
+                server.default_url().replace("postgresql://", "redshift://")
+            }
+        };
         let (_d, path) = job(&format!(
-            "[source]\nurl = \"{}\"\nquery = \"\"\"{query}\"\"\"\n\n\
+            "[source]\nurl = \"{url}\"\nquery = \"\"\"{query}\"\"\"\n\n\
              [target]\nuri = \"{{MONGO}}\"\ndatabase = \"{db}\"\ncollection = \"c{run}\"\n\n\
-             [mapping]\nid = [\"id\"]\nnull = \"null\"\ngeometry = \"{geometry}\"\n",
-            server.default_url()
+             [mapping]\nid = [\"id\"]\nnull = \"null\"\ngeometry = \"{geometry}\"\n"
         ));
         assert_ok(&run_job_async(&path).await);
         let docs = mongo_docs(&db, &format!("c{run}")).await;
@@ -136,6 +145,12 @@ async fn redshift_only_types_become_documents() {
         );
         assert_eq!(d.get_binary_generic("vb").unwrap(), &vec![0u8, 0xff]);
     }
+    let asked = server.stats.protocols_asked.lock().unwrap().clone();
+    assert!(asked[0].is_none(), "{asked:?}");
+    assert!(
+        asked[asked_before..].iter().all(|a| *a == Some(2)),
+        "{asked:?}"
+    );
     drop_db(&db).await;
 }
 

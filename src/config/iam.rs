@@ -64,14 +64,47 @@ impl IamSetting {
     }
 }
 
-/// `redshift://` and `redshift+iam://` read as `postgresql://`; the second
-/// turns IAM on.
-pub fn normalise_url(url: &str) -> (String, bool) {
-    if let Some(rest) = url.strip_prefix("redshift+iam://") {
-        (format!("postgresql://{rest}"), true)
+/// A source URL read: `redshift://` and `redshift+iam://` are
+/// `postgresql://` to a server known to be Redshift; the second turns IAM on.
+pub struct SourceUrl {
+    /// The URL as `postgresql://…`.
+    pub url: String,
+    /// `redshift+iam://`.
+    pub iam: bool,
+    /// `redshift://` or `redshift+iam://`.
+    pub redshift: bool,
+}
+
+pub fn normalise_url(url: &str) -> SourceUrl {
+    let (url, iam, redshift) = if let Some(rest) = url.strip_prefix("redshift+iam://") {
+        (format!("postgresql://{rest}"), true, true)
     } else if let Some(rest) = url.strip_prefix("redshift://") {
-        (format!("postgresql://{rest}"), false)
+        (format!("postgresql://{rest}"), false, true)
     } else {
-        (url.to_string(), false)
+        (url.to_string(), false, false)
+    };
+    SourceUrl { url, iam, redshift }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redshift_schemes() {
+        let u =
+            normalise_url("redshift+iam://loader@c.x.us-east-1.redshift.amazonaws.com:5439/dev");
+        assert_eq!(
+            u.url,
+            "postgresql://loader@c.x.us-east-1.redshift.amazonaws.com:5439/dev"
+        );
+        assert!(u.iam && u.redshift);
+        let u = normalise_url("redshift://u:p@h/d");
+        assert_eq!(u.url, "postgresql://u:p@h/d");
+        assert!(!u.iam && u.redshift);
+        let u = normalise_url("postgresql://u:p@h/d");
+        assert!(!u.iam && !u.redshift);
+        assert!(IamSetting::On(false).config().is_none());
+        assert_eq!(IamSetting::On(true).config().unwrap().duration_seconds, 900);
     }
 }

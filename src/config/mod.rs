@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 mod iam;
 mod mapping;
-pub use iam::{IamConfig, IamSetting};
+pub use iam::{IamConfig, IamSetting, SourceUrl};
 pub use mapping::*;
 
 /// A transfer job: one query, one target collection.
@@ -137,15 +137,16 @@ pub struct SourceConfig {
 }
 
 impl SourceConfig {
-    /// The connection URL as `postgresql://…` and the IAM settings, if IAM
-    /// is on (by `iam` or by a `redshift+iam://` URL).
-    pub fn connection(&self) -> (String, Option<IamConfig>) {
-        let (url, by_scheme) = iam::normalise_url(&self.url);
+    /// The connection URL as `postgresql://…`, whether it names Redshift
+    /// (`redshift://`, `redshift+iam://`), and the IAM settings if IAM is on
+    /// (by `iam` or by a `redshift+iam://` URL).
+    pub fn connection(&self) -> (SourceUrl, Option<IamConfig>) {
+        let url = iam::normalise_url(&self.url);
         let iam = self
             .iam
             .as_ref()
             .and_then(IamSetting::config)
-            .or_else(|| by_scheme.then(|| IamSetting::On(true).config().expect("on")));
+            .or_else(|| url.iam.then(|| IamSetting::On(true).config().expect("on")));
         (url, iam)
     }
 

@@ -59,7 +59,8 @@ impl Connection {
     /// Connect and log in, with TLS as the URL's `sslmode` asks, and with
     /// temporary IAM credentials when `source.iam` is on.
     pub(super) async fn connect(cfg: &SourceConfig) -> Result<Self> {
-        let (url, iam_settings) = cfg.connection();
+        let (source, iam_settings) = cfg.connection();
+        let url = source.url;
         redact::register_uri(&url);
         let mut config: Config =
             url.parse()
@@ -109,12 +110,14 @@ impl Connection {
             parameters: HashMap::new(),
             dialect: Dialect::POSTGRES,
         };
-        conn.startup(&config, dialect::startup_protocol(&host, port))
-            .await
-            .map_err(|e| match e {
-                Error::Query { message, class, .. } => fail(message, class),
-                other => other,
-            })?;
+        let protocol = match source.redshift {
+            true => Some(dialect::REDSHIFT_PROTOCOL),
+            false => dialect::startup_protocol(&host, port),
+        };
+        conn.startup(&config, protocol).await.map_err(|e| match e {
+            Error::Query { message, class, .. } => fail(message, class),
+            other => other,
+        })?;
         if conn.dialect.redshift {
             dialect::learn(&host, port);
         }
