@@ -374,11 +374,6 @@ enum Rs {
     Hll,
 }
 
-#[derive(Clone)]
-struct Col {
-    rs: Rs,
-}
-
 /// A bound portal: each column's presentation and the format the client
 /// asked for.
 struct Portal {
@@ -389,7 +384,7 @@ struct Relay {
     protocol: u8,
     stats: Arc<Stats>,
     options: Arc<Options>,
-    statements: HashMap<String, Vec<Col>>,
+    statements: HashMap<String, Vec<Rs>>,
     portals: HashMap<String, Portal>,
     /// Statement names whose Describe is awaiting its RowDescription.
     describes: VecDeque<String>,
@@ -397,7 +392,7 @@ struct Relay {
     executing: VecDeque<String>,
     suspended: Vec<String>,
     /// Columns of the simple query under way.
-    simple: Option<Vec<Col>>,
+    simple: Option<Vec<Rs>>,
     rows: u64,
     aborted: bool,
 }
@@ -533,8 +528,8 @@ impl Relay {
         let mut backend_formats = Vec::new();
         for (i, c) in cols.iter().enumerate() {
             let f = fmt(i);
-            presented.push((c.rs, f));
-            backend_formats.push(match (c.rs, f) {
+            presented.push((*c, f));
+            backend_formats.push(match (*c, f) {
                 // Converted from PostgreSQL's text.
                 (Rs::Numeric { .. } | Rs::Super | Rs::Geometry | Rs::Geography | Rs::Hll, _) => 0,
                 (Rs::Varbyte, _) => 1,
@@ -608,7 +603,7 @@ impl Relay {
         }
     }
 
-    fn row_description(&self, mut body: BytesMut) -> (Vec<Col>, Vec<u8>) {
+    fn row_description(&self, mut body: BytesMut) -> (Vec<Rs>, Vec<u8>) {
         let n = body.get_u16();
         let mut out = n.to_be_bytes().to_vec();
         let mut cols = Vec::new();
@@ -642,7 +637,7 @@ impl Relay {
                 25 | 1043 if suffix("__hllsketch") => (Rs::Hll, 2935),
                 o => (Rs::Same, o),
             };
-            cols.push(Col { rs });
+            cols.push(rs);
             out.extend(name.as_bytes());
             out.push(0);
             out.extend(table.to_be_bytes());
@@ -664,7 +659,7 @@ impl Relay {
 
     fn data_row(&mut self, mut body: BytesMut) -> Vec<u8> {
         let cols: Vec<(Rs, i16)> = match &self.simple {
-            Some(cols) => cols.iter().map(|c| (c.rs, -1)).collect(),
+            Some(cols) => cols.iter().map(|rs| (*rs, -1)).collect(),
             None => {
                 self.rows += 1;
                 self.stats.rows.fetch_add(1, Ordering::Relaxed);

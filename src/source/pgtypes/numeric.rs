@@ -129,33 +129,26 @@ pub fn text_to_i128(v: &[u8], scale: i8) -> Result<i128, NumericError> {
     for &c in &int[..keep_int] {
         push(c)?;
     }
-    for &c in &int[keep_int..] {
-        if c != b'0' {
-            return Err(if c.is_ascii_digit() {
-                NumericError::Inexact
-            } else {
-                NumericError::Malformed
-            });
-        }
-    }
+    zeros_only(&int[keep_int..])?;
     let keep_frac = (scale.max(0) as usize).min(frac.len());
     for &c in &frac[..keep_frac] {
         push(c)?;
     }
-    for &c in &frac[keep_frac..] {
-        if c != b'0' {
-            return Err(if c.is_ascii_digit() {
-                NumericError::Inexact
-            } else {
-                NumericError::Malformed
-            });
-        }
-    }
+    zeros_only(&frac[keep_frac..])?;
     // Pad to the scale when the text has fewer fractional digits.
     for _ in keep_frac..scale.max(0) as usize {
         acc = acc.checked_mul(10).ok_or(NumericError::Overflow)?;
     }
     Ok(if negative { -acc } else { acc })
+}
+
+/// Digits beyond the scale: zeros, or the value is inexact.
+fn zeros_only(digits: &[u8]) -> Result<(), NumericError> {
+    match digits.iter().find(|&&c| c != b'0') {
+        None => Ok(()),
+        Some(c) if c.is_ascii_digit() => Err(NumericError::Inexact),
+        Some(_) => Err(NumericError::Malformed),
+    }
 }
 
 #[cfg(test)]
