@@ -31,6 +31,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod conninfo;
 pub mod deadletter;
 pub mod encode;
 pub mod error;

@@ -93,10 +93,16 @@ impl Default for CheckpointConfig {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// Connection URL, `postgresql://user:password@host:port/database?sslmode=require`
-    /// (`redshift://` reads the same; `redshift+iam://` also turns `iam` on).
-    /// `sslmode` is `disable`, `prefer` (default) or `require`; with TLS the
-    /// server certificate is verified against the public web roots.
+    /// Connection URL, `postgresql://user:password@host:port/database?sslmode=verify-full`
+    /// (`redshift://` reads the same; `redshift+iam://` also turns `iam` on),
+    /// or libpq's `key=value` form; read by libpq's rules (percent-encode
+    /// `/ ? # @ :` in a user name or password). Parameters: `sslmode`
+    /// (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`; default
+    /// `verify-full`, or `prefer` for a loopback host), `sslrootcert` (a PEM
+    /// file, or `system`), `sslcert` and `sslkey` (a client certificate),
+    /// `channel_binding` (`disable`, `prefer`, `require`), `connect_timeout`,
+    /// `options`, `application_name`. Without TLS no cleartext or MD5
+    /// password is sent unless `sslmode=disable` is set.
     /// Use `${PGPASSWORD}`-style references for the password.
     /// Not needed when `staging.mode = "existing"`.
     #[serde(default)]
@@ -358,6 +364,10 @@ impl JobConfig {
                 return Err(format!("`{key}` is missing or empty"));
             }
         }
+        if !existing {
+            crate::conninfo::ConnInfo::parse(&self.source.url)
+                .map_err(|e| format!("`source.url`: {e}"))?;
+        }
         if let (_, Some(iam)) = self.source.connection() {
             if !(900..=3600).contains(&iam.duration_seconds) {
                 return Err(
@@ -512,13 +522,25 @@ pub fn json_schema() -> String {
     s
 }
 
-/// A stable fingerprint of what decides the documents a job writes (source,
-/// query, target, mapping, partitioning): an unfinished run is resumed only
-/// by the same job.
+/// A stable fingerprint of what decides the documents a job writes (the
+/// source server and database, query, filter, staging, target namespace,
+/// mapping, partitioning): an unfinished run is resumed only by the same
+/// job. No secret goes into it — not the password, user or TLS settings of
+/// the URL, nor the target URI — so a rotated password resumes, and the
+/// stored value tells nothing about a credential.
 pub fn fingerprint(job: &JobConfig) -> String {
+    use sha2::{Digest, Sha256};
+    let source = crate::conninfo::ConnInfo::parse(&job.source.url)
+        .map(|c| {
+            let hosts: Vec<String> = c.hosts.iter().map(ToString::to_string).collect();
+            // libpq's default database is the user's name.
+            let db = c.dbname.or(c.user).unwrap_or_default();
+            format!("{}/{db}", hosts.join(","))
+        })
+        .unwrap_or_default();
     let text = format!(
         "{}\n{}\n{:?}\n{:?}\n{}.{}\n{:?}\n{:?}",
-        job.source.url,
+        source,
         job.source.query,
         job.source.filter,
         job.source.staging,
@@ -527,13 +549,8 @@ pub fn fingerprint(job: &JobConfig) -> String {
         job.mapping,
         job.partition
     );
-    // FNV-1a, 64 bits: stable across builds and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    let hash = Sha256::digest(text.as_bytes());
+    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -7,11 +7,22 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::{backend, frontend};
 use sha2::{Digest, Sha256};
-use tokio_postgres::Config;
 
 use super::connection::{io_error, protocol, server_error, Connection};
 use super::dialect;
+use crate::conninfo::{ChannelBinding, ConnInfo};
 use crate::error::{Class, Error, Result};
+
+/// What a login needs besides the socket.
+pub(super) struct Login<'a> {
+    pub(super) info: &'a ConnInfo,
+    /// The server certificate's `tls-server-end-point` hash; `None`
+    /// without TLS.
+    pub(super) tls_end_point: Option<Vec<u8>>,
+    /// TLS was wanted (`prefer`) but the server declined it: a password
+    /// that can be read or replayed is then never sent.
+    pub(super) plaintext_fallback: bool,
+}
 
 /// Authentication request codes PostgreSQL's parser does not know.
 const AUTH_SHA256_DIGEST: u32 = 13;
@@ -23,18 +34,21 @@ impl Connection {
     /// server for that `client_protocol_version`.
     pub(super) async fn startup(
         &mut self,
-        config: &Config,
+        login: &Login<'_>,
         redshift_protocol: Option<u8>,
     ) -> Result<()> {
-        let user = config.get_user().unwrap_or("postgres");
-        self.send_startup(config, redshift_protocol).await?;
-        let password = config.get_password().unwrap_or_default();
+        let info = login.info;
+        let user = info.user.as_deref().unwrap_or("postgres");
+        self.send_startup(info, redshift_protocol).await?;
+        let password = info.password.as_deref().unwrap_or_default().as_bytes();
         let mut scram: Option<sasl::ScramSha256> = None;
+        let mut bound = false;
         loop {
             let mut frame = self.frame().await?;
             if frame[0] == b'R' && frame.len() >= 9 {
                 let code = u32::from_be_bytes(frame[5..9].try_into().expect("4 bytes"));
                 if code == AUTH_SHA256_DIGEST {
+                    login.may_send_digest("a SHA-256 password digest")?;
                     self.sha256_digest(&frame[9..], password).await?;
                     continue;
                 }
@@ -48,19 +62,29 @@ impl Connection {
                 .map_err(io_error)?
                 .ok_or_else(|| protocol("incomplete message"))?;
             match message {
-                backend::Message::AuthenticationOk => {}
+                backend::Message::AuthenticationOk => {
+                    if info.channel_binding == ChannelBinding::Require && !bound {
+                        return Err(login_refused(
+                            "channel_binding=require, but the server logged us in without SCRAM channel binding",
+                        ));
+                    }
+                }
                 backend::Message::AuthenticationCleartextPassword => {
+                    login.may_send_digest("the password in cleartext")?;
                     frontend::password_message(password, &mut self.write).map_err(io_error)?;
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationMd5Password(body) => {
+                    login.may_send_digest("an MD5 password hash")?;
                     let hash = md5_hash(user.as_bytes(), password, body.salt());
                     frontend::password_message(hash.as_bytes(), &mut self.write)
                         .map_err(io_error)?;
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationSasl(body) => {
-                    scram = Some(self.sasl_start(&body, password).await?);
+                    let (s, plus) = self.sasl_start(&body, password, login).await?;
+                    scram = Some(s);
+                    bound = plus;
                 }
                 backend::Message::AuthenticationSaslContinue(body) => {
                     let s = scram
@@ -98,17 +122,20 @@ impl Connection {
 
     /// The startup message: user, database, options, and Redshift's
     /// `client_protocol_version` when asked for.
-    async fn send_startup(&mut self, config: &Config, redshift_protocol: Option<u8>) -> Result<()> {
+    async fn send_startup(&mut self, info: &ConnInfo, redshift_protocol: Option<u8>) -> Result<()> {
         let version = redshift_protocol.map(|v| v.to_string());
         let mut params = vec![
-            ("user", config.get_user().unwrap_or("postgres")),
+            ("user", info.user.as_deref().unwrap_or("postgres")),
             ("client_encoding", "UTF8"),
-            ("application_name", "shiftload"),
+            (
+                "application_name",
+                info.application_name.as_deref().unwrap_or("shiftload"),
+            ),
         ];
-        if let Some(db) = config.get_dbname() {
+        if let Some(db) = &info.dbname {
             params.push(("database", db));
         }
-        if let Some(options) = config.get_options() {
+        if let Some(options) = &info.options {
             params.push(("options", options));
         }
         if let Some(v) = &version {
@@ -118,27 +145,45 @@ impl Connection {
         self.flush().await
     }
 
-    /// Answer a SASL request with SCRAM-SHA-256's first message.
+    /// Answer a SASL request with SCRAM-SHA-256's first message, bound to
+    /// the TLS channel (`-PLUS`) when the connection is TLS, the server
+    /// offers it and `channel_binding` allows; whether it is bound.
     async fn sasl_start(
         &mut self,
         body: &backend::AuthenticationSaslBody,
         password: &[u8],
-    ) -> Result<sasl::ScramSha256> {
+        login: &Login<'_>,
+    ) -> Result<(sasl::ScramSha256, bool)> {
+        let (mut plain, mut plus) = (false, false);
         let mut mechanisms = body.mechanisms();
-        let mut found = false;
         while let Some(m) = mechanisms.next().map_err(io_error)? {
-            found |= m == sasl::SCRAM_SHA_256;
+            plain |= m == sasl::SCRAM_SHA_256;
+            plus |= m == sasl::SCRAM_SHA_256_PLUS;
         }
-        if !found {
-            return Err(protocol(
-                "the server offers no SASL mechanism shiftload supports",
-            ));
-        }
-        let s = sasl::ScramSha256::new(password, sasl::ChannelBinding::unsupported());
-        frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut self.write)
+        let wanted = login.info.channel_binding;
+        let (mechanism, binding) = match &login.tls_end_point {
+            Some(hash) if plus && wanted != ChannelBinding::Disable => (
+                sasl::SCRAM_SHA_256_PLUS,
+                sasl::ChannelBinding::tls_server_end_point(hash.clone()),
+            ),
+            _ if wanted == ChannelBinding::Require => {
+                return Err(login_refused(
+                    "channel_binding=require, but the connection is not TLS or the server does not offer SCRAM-SHA-256-PLUS",
+                ))
+            }
+            Some(_) if plain => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unrequested()),
+            None if plain => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unsupported()),
+            _ => {
+                return Err(protocol(
+                    "the server offers no SASL mechanism shiftload supports",
+                ))
+            }
+        };
+        let s = sasl::ScramSha256::new(password, binding);
+        frontend::sasl_initial_response(mechanism, s.message(), &mut self.write)
             .map_err(io_error)?;
         self.flush().await?;
-        Ok(s)
+        Ok((s, mechanism == sasl::SCRAM_SHA_256_PLUS))
     }
 
     /// Redshift's SHA-256 digest login (code 13): the request carries the
@@ -202,6 +247,26 @@ pub fn sha256_login_digest(
         .chain_update(client_nonce)
         .finalize()
         .to_vec()
+}
+
+impl Login<'_> {
+    /// Whether a password, or a digest an eavesdropper could replay or
+    /// attack offline, may go out on this connection.
+    fn may_send_digest(&self, what: &str) -> Result<()> {
+        if self.plaintext_fallback {
+            return Err(login_refused(&format!(
+                "the server declined TLS and asks for {what}: refused, so that no one on the \
+                 network path can read it. Turn TLS on at the server, or set sslmode=disable in \
+                 source.url to send it without TLS"
+            )));
+        }
+        if self.info.channel_binding == ChannelBinding::Require {
+            return Err(login_refused(&format!(
+                "channel_binding=require, but the server asks for {what} instead of SCRAM"
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn login_refused(message: &str) -> Error {

@@ -11,13 +11,13 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::Type;
-use tokio_postgres::Config;
 
+use super::auth::Login;
 use super::SYSTEM;
-use super::{dialect, iam};
+use super::{dialect, iam, tls};
 use crate::config::SourceConfig;
+use crate::conninfo::{ConnInfo, Host, SslMode};
 use crate::error::{Class, Error, Result};
 use crate::redact;
 use crate::source::pgtypes::{Dialect, PgKind};
@@ -57,52 +57,84 @@ impl Connection {
     }
 
     /// Connect and log in, with TLS as the URL's `sslmode` asks, and with
-    /// temporary IAM credentials when `source.iam` is on.
+    /// temporary IAM credentials when `source.iam` is on. The URL's hosts
+    /// are tried in order.
     pub(super) async fn connect(cfg: &SourceConfig) -> Result<Self> {
         let (source, iam_settings) = cfg.connection();
-        let url = source.url;
-        redact::register_uri(&url);
-        let mut config: Config =
-            url.parse()
-                .map_err(|e: tokio_postgres::Error| Error::Connect {
-                    system: SYSTEM,
-                    target: redact::uri(&url),
-                    message: format!("bad connection URL: {}", redact::scrub(&e.to_string())),
-                    class: Class::Config,
-                })?;
-        let target = describe_target(&config);
+        redact::register_uri(&source.url);
+        let mut info = ConnInfo::parse(&source.url).map_err(|e| Error::Connect {
+            system: SYSTEM,
+            target: redact::uri(&source.url),
+            message: format!("source.url: {e}"),
+            class: Class::Config,
+        })?;
+        let target = info.target();
         let fail = |message: String, class: Class| Error::Connect {
             system: SYSTEM,
             target: target.clone(),
             message: redact::scrub(&message),
             class,
         };
-        let (host, port) = first_host(&config)
-            .ok_or_else(|| fail("no TCP host in the URL".into(), Class::Config))?;
         if let Some(settings) = &iam_settings {
-            let user = config.get_user().unwrap_or("postgres").to_string();
+            let host = info.hosts.iter().find_map(|h| match h {
+                Host::Tcp { name, .. } => Some(name.clone()),
+                Host::Unix { .. } => None,
+            });
+            let host = host.ok_or_else(|| fail("IAM needs a TCP host".into(), Class::Config))?;
+            let user = info.user.clone().unwrap_or_else(|| "postgres".into());
             let login = iam::login(
                 settings,
                 iam::target(settings, &host)?,
                 &user,
-                config.get_dbname(),
+                info.dbname.as_deref(),
             )
             .await?;
-            config.user(&login.user);
-            config.password(login.password.as_bytes());
+            info.user = Some(login.user);
+            info.password = Some(login.password);
         }
-        let timeout = config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::from_secs(30));
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
-            .await
-            .map_err(|_| fail(format!("no answer within {timeout:?}"), Class::Transient))?
-            .map_err(|e| fail(e.to_string(), Class::Transient))?;
-        let _ = tcp.set_nodelay(true);
-        let stream = negotiate_tls(tcp, &host, config.get_ssl_mode())
-            .await
-            .map_err(|m| fail(m, Class::Fatal))?;
+        let mut last = None;
+        for host in &info.hosts {
+            match Connection::open(&info, host, source.redshift).await {
+                Ok(conn) => return Ok(conn),
+                // Another host may answer; a refused login or a bad setting
+                // would be refused there too.
+                Err((message, Class::Transient)) => last = Some(message),
+                Err((message, class)) => return Err(fail(message, class)),
+            }
+        }
+        Err(fail(
+            last.unwrap_or_else(|| "no host".into()),
+            Class::Transient,
+        ))
+    }
+
+    /// One host: the socket, TLS, the login.
+    async fn open(
+        info: &ConnInfo,
+        host: &Host,
+        redshift: bool,
+    ) -> std::result::Result<Self, (String, Class)> {
+        let timeout = info.connect_timeout.unwrap_or(Duration::from_secs(30));
+        let transient = |e: String| (e, Class::Transient);
+        let mode = info.ssl_mode(host);
+        let (stream, tls) = match host {
+            Host::Tcp { name, port } => {
+                let tcp = tokio::time::timeout(timeout, TcpStream::connect((name.as_str(), *port)))
+                    .await
+                    .map_err(|_| transient(format!("{host}: no answer within {timeout:?}")))?
+                    .map_err(|e| transient(format!("{host}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                negotiate_tls(tcp, name, info, mode).await?
+            }
+            Host::Unix { dir, port } => {
+                let path = dir.join(format!(".s.PGSQL.{port}"));
+                let unix = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&path))
+                    .await
+                    .map_err(|_| transient(format!("{host}: no answer within {timeout:?}")))?
+                    .map_err(|e| transient(format!("{}: {e}", path.display())))?;
+                (Box::new(unix) as Box<dyn Stream>, None)
+            }
+        };
         let mut conn = Connection {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
@@ -110,16 +142,25 @@ impl Connection {
             parameters: HashMap::new(),
             dialect: Dialect::POSTGRES,
         };
-        let protocol = match source.redshift {
-            true => Some(dialect::REDSHIFT_PROTOCOL),
-            false => dialect::startup_protocol(&host, port),
+        let (name, port) = match host {
+            Host::Tcp { name, port } => (name.as_str(), *port),
+            Host::Unix { port, .. } => ("", *port),
         };
-        conn.startup(&config, protocol).await.map_err(|e| match e {
-            Error::Query { message, class, .. } => fail(message, class),
-            other => other,
+        let protocol = match redshift {
+            true => Some(dialect::REDSHIFT_PROTOCOL),
+            false => dialect::startup_protocol(name, port),
+        };
+        let login = Login {
+            info,
+            plaintext_fallback: mode != SslMode::Disable && tls.is_none(),
+            tls_end_point: tls,
+        };
+        conn.startup(&login, protocol).await.map_err(|e| match e {
+            Error::Query { message, class, .. } => (message, class),
+            other => (other.to_string(), other.class()),
         })?;
         if conn.dialect.redshift {
-            dialect::learn(&host, port);
+            dialect::learn(name, port);
         }
         Ok(conn)
     }
@@ -311,85 +352,48 @@ impl Connection {
     }
 }
 
+/// The TLS exchange `mode` asks for: the stream, and the server
+/// certificate's `tls-server-end-point` hash when TLS is on.
 async fn negotiate_tls(
     mut tcp: TcpStream,
     host: &str,
+    info: &ConnInfo,
     mode: SslMode,
-) -> std::result::Result<Box<dyn Stream>, String> {
-    if mode == SslMode::Disable {
-        return Ok(Box::new(tcp));
-    }
+) -> std::result::Result<(Box<dyn Stream>, Option<Vec<u8>>), (String, Class)> {
+    let fatal = |m: String| (m, Class::Fatal);
+    let Some(config) = tls::client_config(info, mode).map_err(fatal)? else {
+        return Ok((Box::new(tcp), None));
+    };
     let mut buf = BytesMut::new();
     frontend::ssl_request(&mut buf);
-    tcp.write_all(&buf).await.map_err(|e| e.to_string())?;
+    let io = |e: std::io::Error| (format!("{host}: {e}"), Class::Transient);
+    tcp.write_all(&buf).await.map_err(io)?;
     let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer)
-        .await
-        .map_err(|e| e.to_string())?;
+    tcp.read_exact(&mut answer).await.map_err(io)?;
     match answer[0] {
         b'S' => {
-            let roots =
-                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                .map_err(|e| format!("TLS: bad server name {host}: {e}"))?;
             let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
+                .connect(tls::server_name(host).map_err(fatal)?, tcp)
                 .await
-                .map_err(|e| format!("TLS handshake: {e}"))?;
-            Ok(Box::new(tls))
+                .map_err(|e| fatal(tls::handshake_error(&e, mode)))?;
+            let end_point = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| tls::server_end_point(c));
+            Ok((Box::new(tls), end_point.or(Some(Vec::new()))))
         }
-        _ if mode == SslMode::Require => {
-            Err("the server does not accept TLS, and sslmode=require".into())
-        }
-        _ => Ok(Box::new(tcp)),
-    }
-}
-
-fn first_host(config: &Config) -> Option<(String, u16)> {
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    match config.get_hosts().first() {
-        Some(Host::Tcp(h)) => Some((h.clone(), port)),
-        None => Some(("localhost".into(), port)),
-        _ => None,
-    }
-}
-
-/// `host:port/database as user`, never the password.
-fn describe_target(config: &Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let port = config
-                .get_ports()
-                .get(i)
-                .or(config.get_ports().first())
-                .copied()
-                .unwrap_or(5432);
-            match h {
-                Host::Tcp(name) => format!("{name}:{port}"),
-                Host::Unix(path) => format!("{}:{port}", path.display()),
+        _ if mode == SslMode::Prefer => Ok((Box::new(tcp), None)),
+        _ => Err(fatal(format!(
+            "the server does not accept TLS, and sslmode={}{}",
+            mode.as_str(),
+            match info.sslmode {
+                Some(_) => "",
+                None => " (the default for a host that is not loopback): set sslmode=disable in source.url to connect without TLS",
             }
-        })
-        .collect();
-    format!(
-        "{}/{} as user {}",
-        if hosts.is_empty() {
-            "localhost:5432".to_string()
-        } else {
-            hosts.join(",")
-        },
-        config.get_dbname().unwrap_or("(default)"),
-        config.get_user().unwrap_or("(default)")
-    )
+        ))),
+    }
 }
 
 /// An `ErrorResponse` as a query error carrying the server's own words.

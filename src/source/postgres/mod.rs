@@ -19,6 +19,7 @@ mod connection;
 mod dialect;
 mod iam;
 mod stream;
+mod tls;
 
 use arrow_schema::SchemaRef;
 use tokio::sync::mpsc;
