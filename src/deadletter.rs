@@ -6,7 +6,8 @@
 //! the server refuses) are appended to the file as JSON lines — job,
 //! partition, row, key, column, reason — and counted in the summary; the
 //! rest of the partition is written. Without it, such a row fails its
-//! partition.
+//! partition. The file is created readable and writable by its owner only
+//! (0600): it holds the rows' keys and values.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -56,11 +57,24 @@ struct Line<'a> {
 
 impl DeadLetter {
     pub fn open(cfg: &DeadLetterConfig, job: &str) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        // Rows and keys are data: readable by the owner only.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
             .open(&cfg.path)
             .map_err(|e| Error::io(format!("dead_letter.path {}", cfg.path.display()), e))?;
+        #[cfg(unix)]
+        if let Ok(meta) = file.metadata() {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    path = %cfg.path.display(),
+                    "the dead-letter file holds row values and others can read it (chmod 600)"
+                );
+            }
+        }
         Ok(DeadLetter {
             path: cfg.path.clone(),
             file: Mutex::new(std::io::BufWriter::new(file)),
