@@ -4,6 +4,8 @@
 #   PostgreSQL (Debian package)  stand-in for Redshift      port $SHIFTLOAD_PG_PORT (55432)
 #   FerretDB v1 (SQLite backend) stand-in for MongoDB       port $SHIFTLOAD_MONGO_PORT (27018)
 #   moto_server (PyPI)           S3 endpoint                port $SHIFTLOAD_S3_PORT (55000)
+# PostgreSQL listens on 127.0.0.1 and ::1 with TLS on, its certificate from
+# a test CA made here ($SHIFTLOAD_SERVICES_DIR/tls, see tls_make).
 #
 # Usage: scripts/services.sh start|stop|status|env
 # `start` is idempotent and writes $SHIFTLOAD_SERVICES_DIR/env, which
@@ -37,6 +39,36 @@ wait_port() { # port name seconds
   return 1
 }
 
+# ------------------------------------------------------------------------ TLS
+# A test CA made on this machine at first start (and again when missing or
+# older than a day): server certificates for "localhost" only (so that
+# connecting by IP address proves host-name checking), a client
+# certificate for the PostgreSQL role shiftload_cert, and a second,
+# unrelated CA for the wrong-CA tests.
+tls_make() {
+  local d=$STATE/tls
+  if [ -f "$d/ok" ] && [ -z "$(find "$d/ok" -mmin +1440 2>/dev/null)" ]; then return 0; fi
+  command -v openssl >/dev/null || { say "installing openssl"; as_root apt-get install -y -qq openssl >/dev/null; }
+  rm -rf "$d"; mkdir -p "$d"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  for ca in ca other-ca; do
+    openssl req -x509 "${ec[@]}" -days 30 -subj "/CN=shiftload test $ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -keyout "$d/$ca.key" -out "$d/$ca.crt" 2>/dev/null
+  done
+  leaf() { # name subject extensions
+    openssl req "${ec[@]}" -subj "$2" -keyout "$d/$1.key" -out "$d/$1.csr" 2>/dev/null
+    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" "$3" >"$d/$1.ext"
+    openssl x509 -req -in "$d/$1.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 30 -extfile "$d/$1.ext" -out "$d/$1.crt" 2>/dev/null
+  }
+  leaf server "/CN=localhost" $'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth'
+  leaf client "/CN=shiftload_cert" "extendedKeyUsage=clientAuth"
+  cat "$d/client.crt" "$d/client.key" >"$d/client.pem"
+  chmod 600 "$d"/*.key "$d/client.pem"
+  touch "$d/ok"
+}
+
 # ---------------------------------------------------------------- PostgreSQL
 pg_bindir() {
   local d
@@ -58,14 +90,31 @@ pg_run() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Client authentication: SCRAM over TCP (IPv4 and IPv6), a client
+# certificate for shiftload_cert over TLS, trust on the Unix socket.
+pg_hba() {
+  cat <<HBA
+local   all all                          trust
+hostssl all shiftload_cert 127.0.0.1/32  cert
+hostssl all shiftload_cert ::1/128       cert
+host    all all            127.0.0.1/32  scram-sha-256
+host    all all            ::1/128       scram-sha-256
+HBA
+}
+
 pg_start() {
   pg_install
   local bin dir
   bin=$(pg_bindir)
   dir=$STATE/pg
   if [ -f "$dir/data/postmaster.pid" ] && pg_run "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-    say "PostgreSQL already running on $PG_PORT"
-    return 0
+    if [ "$(pg_run "$bin/psql" -h "$dir" -p "$PG_PORT" -U postgres -d postgres -qAtc 'SHOW ssl' 2>/dev/null)" = on ] \
+      && cmp -s "$STATE/tls/server.crt" "$dir/server.crt"; then
+      say "PostgreSQL already running on $PG_PORT"
+      return 0
+    fi
+    say "restarting PostgreSQL with TLS on"
+    pg_run "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
   fi
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres: "$dir" && chmod 700 "$dir"
@@ -88,7 +137,18 @@ max_connections = 200
 timezone = 'UTC'
 CONF
   fi
-  pg_run "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+  # TLS, IPv6 and the hba file are given at each start, so a data
+  # directory made by an older script gets them too.
+  install -m 600 "$STATE/tls/server.key" "$dir/server.key"
+  install -m 644 "$STATE/tls/server.crt" "$dir/server.crt"
+  install -m 644 "$STATE/tls/ca.crt" "$dir/ca.crt"
+  pg_hba >"$dir/hba.conf"
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir/server.key" "$dir/server.crt" "$dir/ca.crt" "$dir/hba.conf"
+  local listen=127.0.0.1
+  ip -6 addr show lo 2>/dev/null | grep -q '::1' && listen=127.0.0.1,::1
+  pg_run "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-c listen_addresses=$listen -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key -c ssl_ca_file=$dir/ca.crt -c hba_file=$dir/hba.conf" \
+    start >/dev/null \
     || die "PostgreSQL did not start, see $dir/server.log"
   pg_run "$bin/psql" -h "$dir" -p "$PG_PORT" -U postgres -d postgres -qAtc \
     "SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER'" | grep -q 1 \
@@ -98,6 +158,10 @@ CONF
     "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'" | grep -q 1 \
     || pg_run "$bin/psql" -h "$dir" -p "$PG_PORT" -U postgres -d postgres -qc \
       "CREATE DATABASE $PG_DB OWNER $PG_USER" >/dev/null
+  pg_run "$bin/psql" -h "$dir" -p "$PG_PORT" -U postgres -d postgres -qAtc \
+    "SELECT 1 FROM pg_roles WHERE rolname = 'shiftload_cert'" | grep -q 1 \
+    || pg_run "$bin/psql" -h "$dir" -p "$PG_PORT" -U postgres -d postgres -qc \
+      "CREATE ROLE shiftload_cert LOGIN SUPERUSER" >/dev/null
   say "PostgreSQL ready on 127.0.0.1:$PG_PORT"
 }
 
@@ -170,6 +234,8 @@ export SHIFTLOAD_PG_URL='postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$
 export MONGODB_URI='${MONGODB_URI:-mongodb://127.0.0.1:$MONGO_PORT/}'
 export SHIFTLOAD_S3_ENDPOINT='http://127.0.0.1:$S3_PORT'
 export SHIFTLOAD_FERRETDB_BIN='$(ferretdb_bin)'
+export SHIFTLOAD_TLS_DIR='$STATE/tls'
+export SHIFTLOAD_PG_SOCKET_DIR='$STATE/pg'
 export AWS_ACCESS_KEY_ID='${AWS_ACCESS_KEY_ID:-testing}'
 export AWS_SECRET_ACCESS_KEY='${AWS_SECRET_ACCESS_KEY:-testing}'
 export AWS_REGION='${AWS_REGION:-us-east-1}'
@@ -180,6 +246,7 @@ case "${1:-}" in
   start)
     mkdir -p "$STATE"
     [ "$(id -u)" = 0 ] && chmod 755 "$STATE"
+    tls_make
     pg_start
     ferretdb_build  # tests also start short-lived instances of their own
     if [ -n "${MONGODB_URI:-}" ] && [ "$MONGODB_URI" != "mongodb://127.0.0.1:$MONGO_PORT/" ]; then

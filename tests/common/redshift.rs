@@ -48,6 +48,9 @@ pub struct Options {
     pub ignore_max_rows: bool,
     /// Users who log in with the SHA-256 digest: (user, password).
     pub sha256_users: Vec<(String, String)>,
+    /// Ask the project's user for the password in cleartext (code 3)
+    /// instead of MD5.
+    pub cleartext: bool,
     pub injections: Mutex<VecDeque<Injection>>,
 }
 
@@ -63,6 +66,8 @@ pub struct Stats {
     pub parse_while_suspended: AtomicU64,
     pub injected: AtomicU64,
     pub rows: AtomicU64,
+    /// Password messages (`p`, cleartext or MD5) received.
+    pub passwords_received: AtomicU64,
 }
 
 pub struct DialectServer {
@@ -203,7 +208,7 @@ async fn session(mut client: TcpStream, stats: Arc<Stats>, options: Arc<Options>
     let protocol = asked.map(|a| a.min(options.max_protocol));
     let user = params.get("user").cloned().unwrap_or_default();
     let mut cbuf = BytesMut::new();
-    if !login(&mut client, &mut cbuf, &user, &options).await? {
+    if !login(&mut client, &mut cbuf, &user, &options, &stats).await? {
         return Ok(());
     }
     let mut backend = backend_login(params.get("database").cloned()).await?;
@@ -255,12 +260,14 @@ async fn session(mut client: TcpStream, stats: Arc<Stats>, options: Arc<Options>
 }
 
 /// Authenticate the client: SHA-256 digest for the configured users, MD5
-/// with the project's password for the project's user. False when refused.
+/// (or cleartext) with the project's password for the project's user.
+/// False when refused.
 async fn login(
     c: &mut TcpStream,
     buf: &mut BytesMut,
     user: &str,
     o: &Options,
+    stats: &Stats,
 ) -> std::io::Result<bool> {
     let pg: tokio_postgres::Config = super::pg_url().parse().unwrap();
     if let Some((_, password)) = o.sha256_users.iter().find(|(u, _)| u == user) {
@@ -296,11 +303,19 @@ async fn login(
         return Ok(false);
     }
     let salt = [7u8, 1, 9, 3];
-    let mut b = 5u32.to_be_bytes().to_vec();
-    b.extend(salt);
+    let mut b = if o.cleartext { 3u32 } else { 5u32 }.to_be_bytes().to_vec();
+    if !o.cleartext {
+        b.extend(salt);
+    }
     c.write_all(&frame(b'R', &b)).await?;
     let (tag, body) = read_frame(c, buf).await?;
-    let want = postgres_protocol::authentication::md5_hash(user.as_bytes(), pw.as_bytes(), salt);
+    if tag == b'p' {
+        stats.passwords_received.fetch_add(1, Ordering::Relaxed);
+    }
+    let want = match o.cleartext {
+        true => pw.clone(),
+        false => postgres_protocol::authentication::md5_hash(user.as_bytes(), pw.as_bytes(), salt),
+    };
     if tag != b'p' || &body[..body.len() - 1] != want.as_bytes() {
         refuse(c, user.to_string()).await?;
         return Ok(false);
