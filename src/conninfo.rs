@@ -372,7 +372,41 @@ fn parse_uri(rest: &str, info: &mut ConnInfo, raw: &mut RawHosts) -> Parsed<()> 
         }
         p = &rest[i + 1..];
     }
-    // Hosts, each `name[:port]` or `[v6][:port]`, separated by ','.
+    let (names, ports, after_hosts) = parse_hosts(p)?;
+    p = after_hosts;
+    if names.iter().any(|n| !n.is_empty()) || names.len() > 1 {
+        raw.hosts = Some(names.join(","));
+    }
+    if ports.iter().any(|p| !p.is_empty()) {
+        raw.ports = Some(ports.join(","));
+    }
+    if let Some(after) = p.strip_prefix('/') {
+        let end = after.find('?').unwrap_or(after.len());
+        let db = decode(&after[..end]).ok_or_else(|| bad_escape("database name"))?;
+        if db.contains('@') {
+            return err(format!("the database name holds an '@': {ENCODE_HINT}"));
+        }
+        if !db.is_empty() {
+            info.dbname = Some(db);
+        }
+        p = &after[end..];
+    }
+    if let Some(query) = p.strip_prefix('?') {
+        for pair in query.split('&').filter(|s| !s.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                ParseError("a URL parameter has no '=' (key=value&key=value)".into())
+            })?;
+            let key = decode(key).ok_or_else(|| bad_escape("parameter name"))?;
+            let value = decode(value).ok_or_else(|| bad_escape(&format!("parameter {key}")))?;
+            info.set(&key, value, raw)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hosts, each `name[:port]` or `[v6][:port]`, separated by ','; and what
+/// follows them.
+fn parse_hosts(mut p: &str) -> Parsed<(Vec<String>, Vec<String>, &str)> {
     let (mut names, mut ports) = (Vec::new(), Vec::new());
     loop {
         let (name, after) = if let Some(v6) = p.strip_prefix('[') {
@@ -409,34 +443,7 @@ fn parse_uri(rest: &str, info: &mut ConnInfo, raw: &mut RawHosts) -> Parsed<()> 
             None => break,
         }
     }
-    if names.iter().any(|n| !n.is_empty()) || names.len() > 1 {
-        raw.hosts = Some(names.join(","));
-    }
-    if ports.iter().any(|p| !p.is_empty()) {
-        raw.ports = Some(ports.join(","));
-    }
-    if let Some(after) = p.strip_prefix('/') {
-        let end = after.find('?').unwrap_or(after.len());
-        let db = decode(&after[..end]).ok_or_else(|| bad_escape("database name"))?;
-        if db.contains('@') {
-            return err(format!("the database name holds an '@': {ENCODE_HINT}"));
-        }
-        if !db.is_empty() {
-            info.dbname = Some(db);
-        }
-        p = &after[end..];
-    }
-    if let Some(query) = p.strip_prefix('?') {
-        for pair in query.split('&').filter(|s| !s.is_empty()) {
-            let (key, value) = pair.split_once('=').ok_or_else(|| {
-                ParseError("a URL parameter has no '=' (key=value&key=value)".into())
-            })?;
-            let key = decode(key).ok_or_else(|| bad_escape("parameter name"))?;
-            let value = decode(value).ok_or_else(|| bad_escape(&format!("parameter {key}")))?;
-            info.set(&key, value, raw)?;
-        }
-    }
-    Ok(())
+    Ok((names, ports, p))
 }
 
 fn bad_escape(part: &str) -> ParseError {

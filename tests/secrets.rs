@@ -333,3 +333,34 @@ async fn the_dead_letter_file_is_readable_by_its_owner_only() {
     assert_eq!(docs[0].get_str("name").unwrap(), "kept");
     drop_db(&db).await;
 }
+
+/// S3 credentials are read from the environment or the AWS credential
+/// chain, never from the job file: a key written there is refused by name,
+/// and its value is not repeated.
+#[test]
+fn s3_keys_in_the_job_file_are_refused() {
+    for key in [
+        "aws_secret_access_key",
+        "access_key_id",
+        "secret_access_key",
+    ] {
+        let (_dir, path) = job(&format!(
+            r#"[source]
+url = "{{PG}}"
+query = "SELECT 1 AS a"
+[source.staging]
+location = "s3://bucket/prefix/"
+{key} = "wJalr{MARK}EXAMPLEKEY"
+[target]
+uri = "{{MONGO}}"
+database = "d"
+collection = "c"
+"#
+        ));
+        let out = shiftload(&["validate", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{key}: {}", stderr(&out));
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(text.contains(key), "{text}");
+        assert_clean(key, &text);
+    }
+}

@@ -16,8 +16,10 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod fingerprint;
 mod iam;
 mod mapping;
+pub use fingerprint::fingerprint;
 pub use iam::{IamConfig, IamSetting, SourceUrl};
 pub use mapping::*;
 
@@ -300,8 +302,7 @@ impl JobConfig {
             path: PathBuf::from(path),
             message,
         };
-        let mut job: JobConfig =
-            toml::from_str(text).map_err(|e| job_err(e.to_string().trim_end().to_string()))?;
+        let mut job: JobConfig = toml::from_str(text).map_err(|e| job_err(toml_error(text, &e)))?;
         job.expand_env().map_err(job_err)?;
         if job.name.is_none() {
             job.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -309,6 +310,13 @@ impl JobConfig {
         job.check().map_err(job_err)?;
         crate::redact::register_uri(&job.source.url);
         crate::redact::register_uri(&job.target.uri);
+        // S3 credentials come from the environment (or the AWS chain) only;
+        // they are masked should a library ever echo them.
+        for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+            if let Ok(secret) = std::env::var(var) {
+                crate::redact::register_secret(&secret);
+            }
+        }
         Ok(job)
     }
 
@@ -514,43 +522,42 @@ fn expand(value: &str, key: &str) -> std::result::Result<String, String> {
     Ok(out)
 }
 
+/// A TOML error by line and column, without the source line TOML would
+/// quote (it may hold a password) and with quoted values left out.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = String::new();
+    let mut quoted = false;
+    for c in e.message().chars() {
+        match c {
+            '"' if quoted => {
+                message.push_str("…\"");
+                quoted = false;
+            }
+            '"' => {
+                message.push('"');
+                quoted = true;
+            }
+            c if !quoted => message.push(c),
+            _ => {}
+        }
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", message.trim_end())
+        }
+        None => message.trim_end().to_string(),
+    }
+}
+
 /// The JSON Schema of the job file, as committed in `schemas/job.schema.json`.
 pub fn json_schema() -> String {
     let schema = schemars::schema_for!(JobConfig);
     let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
     s.push('\n');
     s
-}
-
-/// A stable fingerprint of what decides the documents a job writes (the
-/// source server and database, query, filter, staging, target namespace,
-/// mapping, partitioning): an unfinished run is resumed only by the same
-/// job. No secret goes into it — not the password, user or TLS settings of
-/// the URL, nor the target URI — so a rotated password resumes, and the
-/// stored value tells nothing about a credential.
-pub fn fingerprint(job: &JobConfig) -> String {
-    use sha2::{Digest, Sha256};
-    let source = crate::conninfo::ConnInfo::parse(&job.source.url)
-        .map(|c| {
-            let hosts: Vec<String> = c.hosts.iter().map(ToString::to_string).collect();
-            // libpq's default database is the user's name.
-            let db = c.dbname.or(c.user).unwrap_or_default();
-            format!("{}/{db}", hosts.join(","))
-        })
-        .unwrap_or_default();
-    let text = format!(
-        "{}\n{}\n{:?}\n{:?}\n{}.{}\n{:?}\n{:?}",
-        source,
-        job.source.query,
-        job.source.filter,
-        job.source.staging,
-        job.target.database,
-        job.target.collection,
-        job.mapping,
-        job.partition
-    );
-    let hash = Sha256::digest(text.as_bytes());
-    hash[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -45,18 +45,8 @@ impl Connection {
         let mut bound = false;
         loop {
             let mut frame = self.frame().await?;
-            if frame[0] == b'R' && frame.len() >= 9 {
-                let code = u32::from_be_bytes(frame[5..9].try_into().expect("4 bytes"));
-                if code == AUTH_SHA256_DIGEST {
-                    login.may_send_digest("a SHA-256 password digest")?;
-                    self.sha256_digest(&frame[9..], password).await?;
-                    continue;
-                }
-                if code == AUTH_IDP_TOKEN {
-                    return Err(login_refused(
-                        "the server asks for an identity-provider token; use a password or IAM",
-                    ));
-                }
+            if self.redshift_request(&frame, login, password).await? {
+                continue;
             }
             let message = backend::Message::parse(&mut frame)
                 .map_err(io_error)?
@@ -117,6 +107,31 @@ impl Connection {
                     ))
                 }
             }
+        }
+    }
+
+    /// Answer the requests PostgreSQL's parser does not know: Redshift's
+    /// SHA-256 digest (13); an identity-provider token (14) is refused.
+    /// Whether `frame` was one.
+    async fn redshift_request(
+        &mut self,
+        frame: &[u8],
+        login: &Login<'_>,
+        password: &[u8],
+    ) -> Result<bool> {
+        if frame[0] != b'R' || frame.len() < 9 {
+            return Ok(false);
+        }
+        match u32::from_be_bytes(frame[5..9].try_into().expect("4 bytes")) {
+            AUTH_SHA256_DIGEST => {
+                login.may_send_digest("a SHA-256 password digest")?;
+                self.sha256_digest(&frame[9..], password).await?;
+                Ok(true)
+            }
+            AUTH_IDP_TOKEN => Err(login_refused(
+                "the server asks for an identity-provider token; use a password or IAM",
+            )),
+            _ => Ok(false),
         }
     }
 
