@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 mod fingerprint;
 mod iam;
 mod mapping;
+mod toml_error;
 pub use fingerprint::fingerprint;
 pub use iam::{IamConfig, IamSetting, SourceUrl};
 pub use mapping::*;
@@ -302,7 +303,8 @@ impl JobConfig {
             path: PathBuf::from(path),
             message,
         };
-        let mut job: JobConfig = toml::from_str(text).map_err(|e| job_err(toml_error(text, &e)))?;
+        let mut job: JobConfig =
+            toml::from_str(text).map_err(|e| job_err(toml_error::describe(text, &e)))?;
         job.expand_env().map_err(job_err)?;
         if job.name.is_none() {
             job.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -520,36 +522,6 @@ fn expand(value: &str, key: &str) -> std::result::Result<String, String> {
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// A TOML error by line and column, without the source line TOML would
-/// quote (it may hold a password) and with quoted values left out.
-fn toml_error(text: &str, e: &toml::de::Error) -> String {
-    let mut message = String::new();
-    let mut quoted = false;
-    for c in e.message().chars() {
-        match c {
-            '"' if quoted => {
-                message.push_str("…\"");
-                quoted = false;
-            }
-            '"' => {
-                message.push('"');
-                quoted = true;
-            }
-            c if !quoted => message.push(c),
-            _ => {}
-        }
-    }
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {}", message.trim_end())
-        }
-        None => message.trim_end().to_string(),
-    }
 }
 
 /// The JSON Schema of the job file, as committed in `schemas/job.schema.json`.

@@ -218,3 +218,37 @@ pub async fn seed_reference(rows: u64) -> String {
     pg_exec(&sql).await;
     table
 }
+
+/// `db.orders` equals the reference table `table` (read with
+/// `decimal = "string"`): same ids, same values.
+pub async fn assert_reference_copy(table: &str, uri: &str, db: &str) {
+    let want = pg_text_rows(&format!(
+        "SELECT order_id, status, amount, note FROM {table} ORDER BY order_id"
+    ))
+    .await;
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    let mut docs: Vec<Document> = client
+        .database(db)
+        .collection::<Document>("orders")
+        .find(doc! {})
+        .batch_size(10_000)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    docs.sort_by_key(|d| d.get_i64("_id").unwrap());
+    assert_eq!(docs.len(), want.len(), "document count");
+    for (d, w) in docs.iter().zip(&want) {
+        assert_eq!(
+            d.get_i64("_id").unwrap().to_string(),
+            *w["order_id"].as_ref().unwrap()
+        );
+        assert_eq!(
+            d.get_str("status").unwrap(),
+            w["status"].as_ref().unwrap().trim_end()
+        );
+        assert_eq!(d.get_str("amount").unwrap(), w["amount"].as_ref().unwrap());
+        assert_eq!(d.get_str("note").ok(), w["note"].as_deref());
+    }
+}
