@@ -106,29 +106,20 @@ async fn hostile_urls_never_appear_in_any_output_or_checkpoint() {
     let password = format!("pa/ss?w#o@r%d:'\"{MARK} sp");
     role(user, &password, &table).await;
     let (port, pgdb) = pg_port_db();
-    let url = format!(
-        "postgresql://{}:{}@127.0.0.1:{port}/{pgdb}?sslmode=require",
-        enc(user),
-        enc(&password)
-    );
+    let url_at = |host: &str| {
+        format!(
+            "postgresql://{}:{}@{host}:{port}/{pgdb}?sslmode=require",
+            enc(user),
+            enc(&password)
+        )
+    };
+    let url = url_at("127.0.0.1");
     let db = unique("hostile");
-    let (_dir, path) = job_file(&url, &mongo_uri(), &table, &db);
-    let p = path.to_str().unwrap();
-    for json in [false, true] {
-        for args in [
-            vec!["validate", p],
-            vec!["plan", p],
-            vec!["run", "--no-progress", p],
-            vec!["status", p],
-            vec!["verify", p],
-            vec!["bench", "--stage", "source", p],
-            vec!["bench", "--stage", "encode", p],
-        ] {
-            let (out, text) = shiftload_logged(&args, json);
-            assert!(out.status.success(), "{args:?}: {text}");
-            assert_clean(&format!("{args:?} json={json}"), &text);
-        }
-    }
+    every_command(&url, &table, &db, &[false, true]);
+    // The same over IPv6 and a Unix socket (where TLS is not used).
+    let socket = std::env::var("SHIFTLOAD_PG_SOCKET_DIR").unwrap();
+    every_command(&url_at("[::1]"), &table, &db, &[true]);
+    every_command(&url_at(&enc(&socket)), &table, &db, &[false]);
     assert_eq!(mongo_count(&db, "rows").await, 300);
     let checkpoints: Vec<Document> = mongo()
         .await
@@ -144,8 +135,8 @@ async fn hostile_urls_never_appear_in_any_output_or_checkpoint() {
     assert_clean("checkpoint documents", &format!("{checkpoints:?}"));
 
     // A wrong password, the URL written without encoding (libpq would read
-    // part of the password as the port), a malformed escape, a short
-    // password, and a MongoDB URI with a password: each fails, none shows.
+    // part of the password as the port), a malformed escape, and a MongoDB
+    // URI with a password: each fails, none shows.
     let wrong = url.replace(&enc(&password), &enc(&format!("wrong{MARK}pw")));
     let unencoded = format!(
         "postgresql://{}:{password}@127.0.0.1:{port}/{pgdb}",
@@ -174,6 +165,28 @@ async fn hostile_urls_never_appear_in_any_output_or_checkpoint() {
     }
     drop_role(user).await;
     drop_db(&db).await;
+}
+
+/// Every command that reads a job, in the log `formats` given (JSON or
+/// not), on a job reading `table` through `url` into `db.rows`.
+fn every_command(url: &str, table: &str, db: &str, formats: &[bool]) {
+    let (_dir, path) = job_file(url, &mongo_uri(), table, db);
+    let p = path.to_str().unwrap();
+    for &json in formats {
+        for args in [
+            vec!["validate", p],
+            vec!["plan", p],
+            vec!["run", "--no-progress", p],
+            vec!["status", p],
+            vec!["verify", p],
+            vec!["bench", "--stage", "source", p],
+            vec!["bench", "--stage", "encode", p],
+        ] {
+            let (out, text) = shiftload_logged(&args, json);
+            assert!(out.status.success(), "{args:?}: {text}");
+            assert_clean(&format!("{args:?} json={json}"), &text);
+        }
+    }
 }
 
 /// What a failing assertion may print about a URL: not the password.
