@@ -48,7 +48,12 @@ wait_port() { # port name seconds
 tls_make() {
   local d=$STATE/tls
   if [ -f "$d/ok" ] && [ -z "$(find "$d/ok" -mmin +1440 2>/dev/null)" ]; then return 0; fi
-  command -v openssl >/dev/null || { say "installing openssl"; as_root apt-get install -y -qq openssl >/dev/null; }
+  if ! command -v openssl >/dev/null; then
+    say "installing openssl from Debian packages"
+    as_root apt-get update -qq || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >/dev/null \
+      || die "apt-get install openssl failed"
+  fi
   rm -rf "$d"; mkdir -p "$d"
   local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
   for ca in ca other-ca; do
@@ -145,7 +150,8 @@ CONF
   pg_hba >"$dir/hba.conf"
   [ "$(id -u)" = 0 ] && chown postgres: "$dir/server.key" "$dir/server.crt" "$dir/ca.crt" "$dir/hba.conf"
   local listen=127.0.0.1
-  ip -6 addr show lo 2>/dev/null | grep -q '::1' && listen=127.0.0.1,::1
+  # IPv6 loopback when the kernel has it (no dependency on iproute2).
+  grep -qs ' lo$' /proc/net/if_inet6 && listen=127.0.0.1,::1
   pg_run "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-c listen_addresses=$listen -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key -c ssl_ca_file=$dir/ca.crt -c hba_file=$dir/hba.conf" \
     start >/dev/null \
