@@ -67,14 +67,34 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Renew the claim's lease every third of the lease until dropped.
-fn heartbeat(ctx: &Context, claim: &Claim) -> AbortOnDrop {
+/// One change at a time to a claimed partition's checkpoint: the heartbeat
+/// and the attempt's own changes (retrying, done, released, failed, split)
+/// take turns. A MongoDB-compatible server may apply an update as a read
+/// then a write (FerretDB does), so a heartbeat in flight while the
+/// partition is released or finished could write it back as `running`.
+type Turn = Arc<tokio::sync::Mutex<()>>;
+
+/// Make `change` to the checkpoint in the claim's turn, patiently.
+async fn in_turn<T, F, Fut>(turn: &Turn, change: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let _turn = turn.lock().await;
+    patient(change).await
+}
+
+/// Renew the claim's lease every third of the lease until dropped, each
+/// renewal in the claim's turn.
+fn heartbeat(ctx: &Context, claim: &Claim, turn: &Turn) -> AbortOnDrop {
     let store = ctx.store.clone();
     let claim = claim.clone();
+    let turn = turn.clone();
     let every = ctx.lease.div_f64(3.0);
     AbortOnDrop(tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
+            let _turn = turn.lock().await;
             match store.heartbeat(&claim).await {
                 Ok(true) => {}
                 // Another worker took it over after our lease expired:
@@ -90,7 +110,8 @@ fn heartbeat(ctx: &Context, claim: &Claim) -> AbortOnDrop {
 pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
     let mut delays = ctx.retry.delays();
     let mut timeouts = claim.timeouts;
-    let _heartbeat = heartbeat(ctx, &claim);
+    let turn = Turn::default();
+    let _heartbeat = heartbeat(ctx, &claim, &turn);
     loop {
         let started = Instant::now();
         let (result, writes, handed) = transfer(ctx, &claim).await;
@@ -104,11 +125,11 @@ pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
                     duration: started.elapsed(),
                 };
                 ctx.counters.partitions.fetch_add(1, Ordering::Relaxed);
-                patient(|| ctx.store.done(&claim, &stats))
+                in_turn(&turn, || ctx.store.done(&claim, &stats))
                     .await
                     .map(|_| PartitionEnd::Done(writes))
             }
-            Ok(_) => patient(|| ctx.store.release(&claim))
+            Ok(_) => in_turn(&turn, || ctx.store.release(&claim))
                 .await
                 .map(|_| PartitionEnd::Released(writes)),
             Err(e) => {
@@ -142,7 +163,7 @@ pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
                     ctx.cancel.is_cancelled(),
                     next,
                 );
-                match after_error(ctx, &claim, e, decision, writes, halves).await {
+                match after_error(ctx, (&claim, &turn), e, decision, writes, halves).await {
                     Ok(Some(end)) => Ok(end),
                     Ok(None) => continue,
                     Err(e) => Err(e),
@@ -156,7 +177,7 @@ pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
 /// Carry out `decision` for a failed attempt; `None` to try again.
 async fn after_error(
     ctx: &Context,
-    claim: &Claim,
+    (claim, turn): (&Claim, &Turn),
     error: Error,
     decision: Decision,
     writes: WriteStats,
@@ -165,11 +186,11 @@ async fn after_error(
     let message = error.to_string();
     match decision {
         Decision::Stop => {
-            let _ = patient(|| ctx.store.release(claim)).await;
+            let _ = in_turn(turn, || ctx.store.release(claim)).await;
             Ok(Some(PartitionEnd::Stop(error)))
         }
         Decision::Fail => {
-            patient(|| ctx.store.failed(claim, &message)).await?;
+            in_turn(turn, || ctx.store.failed(claim, &message)).await?;
             Ok(Some(PartitionEnd::Failed(format!(
                 "partition {}: {message}",
                 claim.id
@@ -178,18 +199,18 @@ async fn after_error(
         Decision::Split => {
             let halves = halves.expect("decided it can split");
             tracing::warn!(partition = %claim.id, "cancelled for time twice: cutting it in half");
-            patient(|| ctx.store.split(claim, halves)).await?;
+            in_turn(turn, || ctx.store.split(claim, halves)).await?;
             Ok(Some(PartitionEnd::Split))
         }
         Decision::Release => {
-            patient(|| ctx.store.release(claim)).await?;
+            in_turn(turn, || ctx.store.release(claim)).await?;
             Ok(Some(PartitionEnd::Released(writes)))
         }
         Decision::Retry(delay) => {
             ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(partition = %claim.id, error = %message, ?delay, "retrying");
             let timeout = error.class() == Class::Timeout;
-            if let Err(e) = patient(|| ctx.store.retrying(claim, &message, timeout)).await {
+            if let Err(e) = in_turn(turn, || ctx.store.retrying(claim, &message, timeout)).await {
                 tracing::warn!(error = %e, "cannot record the retry");
             }
             tokio::select! {

@@ -12,7 +12,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 
 use super::{execute, Outcome, Prepared, RunOptions, RunSummary};
-use crate::checkpoint::{CheckpointStore, MemoryStore, PartitionState};
+use crate::checkpoint::{
+    Begin, CheckpointStore, Claim, JobStatus, MemoryStore, PartitionState, PartitionStats,
+};
 use crate::config::JobConfig;
 use crate::deadletter::Reject;
 use crate::error::{Class, Error, Result};
@@ -31,6 +33,8 @@ struct TestSource {
     faults: Mutex<HashMap<i64, Vec<Class>>>,
     /// Attempts that block until cancelled (to test signals).
     hang: Mutex<Vec<i64>>,
+    /// A pause before each batch after the first.
+    pause: Duration,
     budget: Budget,
     opened: Mutex<Vec<Range>>,
 }
@@ -45,6 +49,7 @@ impl TestSource {
             parts,
             faults: Mutex::default(),
             hang: Mutex::default(),
+            pause: Duration::ZERO,
             budget: Budget::new(ByteSize(64 << 20), 1),
             opened: Mutex::default(),
         }
@@ -99,6 +104,7 @@ impl Source for TestSource {
             hi: r.hi,
             fault,
             hang,
+            pause: self.pause,
             budget: self.budget.clone(),
             seen: 0,
         }))
@@ -123,6 +129,7 @@ struct TestStream {
     hi: i64,
     fault: Option<Class>,
     hang: bool,
+    pause: Duration,
     budget: Budget,
     seen: u64,
 }
@@ -150,6 +157,7 @@ impl BatchStream for TestStream {
             if self.hang {
                 std::future::pending::<()>().await;
             }
+            tokio::time::sleep(self.pause).await;
         }
         if self.next >= self.hi {
             return None;
@@ -433,4 +441,107 @@ async fn a_cancelled_run_gives_back_its_partition_and_the_next_resumes() {
     assert_eq!(again.outcome, Outcome::Complete);
     assert_eq!(again.generation, s.generation);
     assert_eq!(h.stored(), all_keys());
+}
+
+/// A store whose heartbeats take a while, and which notes any two calls
+/// about one claim that overlap: a MongoDB-compatible server may apply an
+/// update as read-then-write (FerretDB does), so an overlapping heartbeat
+/// could write a released or finished partition back to `running`.
+struct Watched {
+    inner: MemoryStore,
+    busy: Mutex<Vec<String>>,
+    overlaps: Mutex<Vec<String>>,
+}
+
+impl Watched {
+    async fn on<T>(&self, claim: &Claim, op: &str, f: impl std::future::Future<Output = T>) -> T {
+        {
+            let mut busy = self.busy.lock().unwrap();
+            if busy.contains(&claim.id) {
+                self.overlaps
+                    .lock()
+                    .unwrap()
+                    .push(format!("{op} {}", claim.id));
+            }
+            busy.push(claim.id.clone());
+        }
+        if op == "heartbeat" {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let r = f.await;
+        self.busy.lock().unwrap().retain(|c| *c != claim.id);
+        r
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for Watched {
+    async fn begin(&self, fingerprint: &str, restart: bool) -> Result<Begin> {
+        self.inner.begin(fingerprint, restart).await
+    }
+    async fn commit_plan(&self, f: &str, previous: i64, parts: &[Planned]) -> Result<i64> {
+        self.inner.commit_plan(f, previous, parts).await
+    }
+    async fn renew_plan(&self, previous: i64) -> Result<bool> {
+        self.inner.renew_plan(previous).await
+    }
+    async fn abandon_plan(&self, previous: i64) {
+        self.inner.abandon_plan(previous).await
+    }
+    async fn claim(&self, generation: i64) -> Result<Option<Claim>> {
+        self.inner.claim(generation).await
+    }
+    async fn heartbeat(&self, c: &Claim) -> Result<bool> {
+        self.on(c, "heartbeat", self.inner.heartbeat(c)).await
+    }
+    async fn retrying(&self, c: &Claim, error: &str, timeout: bool) -> Result<()> {
+        self.on(c, "retrying", self.inner.retrying(c, error, timeout))
+            .await
+    }
+    async fn done(&self, c: &Claim, stats: &PartitionStats) -> Result<()> {
+        self.on(c, "done", self.inner.done(c, stats)).await
+    }
+    async fn failed(&self, c: &Claim, error: &str) -> Result<()> {
+        self.on(c, "failed", self.inner.failed(c, error)).await
+    }
+    async fn release(&self, c: &Claim) -> Result<()> {
+        self.on(c, "release", self.inner.release(c)).await
+    }
+    async fn split(&self, c: &Claim, halves: (Range, Range)) -> Result<()> {
+        self.on(c, "split", self.inner.split(c, halves)).await
+    }
+    async fn complete_if_done(&self, generation: i64) -> Result<bool> {
+        self.inner.complete_if_done(generation).await
+    }
+    async fn status(&self) -> Result<Option<JobStatus>> {
+        self.inner.status().await
+    }
+}
+
+#[tokio::test]
+async fn a_heartbeat_never_overlaps_another_change_of_its_partition() {
+    let mut source = TestSource::new(2).fail(500, &[Class::Transient]);
+    source.pause = Duration::from_millis(100);
+    let mut h = harness(source, 2);
+    // The first heartbeat 333 ms after the claim, taking 1.5 s: partitions
+    // that take about 700 ms end while it is in flight.
+    h.prepared.job.checkpoint.lease_seconds = 1;
+    let store = Arc::new(Watched {
+        inner: MemoryStore::new("t", "w1", Duration::from_secs(30)),
+        busy: Mutex::default(),
+        overlaps: Mutex::default(),
+    });
+    let s = execute(
+        &h.prepared,
+        store.clone(),
+        RunOptions::default(),
+        Instant::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.outcome, Outcome::Complete);
+    assert_eq!(h.stored(), all_keys());
+    assert_eq!(*store.overlaps.lock().unwrap(), Vec::<String>::new());
+    let status = store.status().await.unwrap().unwrap();
+    assert_eq!(status.count(PartitionState::Done), 2);
 }
