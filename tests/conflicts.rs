@@ -176,3 +176,45 @@ async fn duplicates_judged_in_rounds_on_a_small_budget() {
     assert_eq!(s_of(&db, 4321).await.as_deref(), Some("row 4321"));
     drop_db(&db).await;
 }
+
+/// Upserts in requests of many statements: a server that holds one
+/// connection per statement of a command until the command ends (FerretDB
+/// v1 on SQLite, a pool of 100 per database) would wait for itself
+/// forever. Every row still lands, replaced field by field.
+#[tokio::test]
+async fn many_upserts_in_flight_all_land() {
+    let table = unique("upserts");
+    let db = unique("upserts");
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id, 'row ' || g AS s FROM generate_series(1, 600) g"
+    ))
+    .await;
+    let (_d, path) = job(&conflict_job(
+        &table,
+        &db,
+        "on_conflict = \"replace\"\nwriters = 4\n",
+        "",
+    ));
+    let limit = std::time::Duration::from_secs(120);
+    let run = |args: &[&str]| shiftload_within(args, limit);
+    let path = path.to_str().unwrap();
+    let out = assert_ok(&run(&["run", "--no-progress", path]));
+    assert!(out.contains("600 inserted"), "{out}");
+    pg_exec(&format!(
+        "UPDATE {table} SET s = 'new ' || id WHERE id % 2 = 0"
+    ))
+    .await;
+    let out = assert_ok(&run(&["run", "--no-progress", "--restart", path]));
+    assert!(out.contains("300 already present, 300 replaced"), "{out}");
+    let docs = mongo_docs(&db, "c").await;
+    assert_eq!(docs.len(), 600);
+    for d in &docs {
+        let id = d.get_i32("_id").unwrap();
+        let s = match id % 2 {
+            0 => format!("new {id}"),
+            _ => format!("row {id}"),
+        };
+        assert_eq!(d, &doc! {"_id": id, "id": id, "s": s});
+    }
+    drop_db(&db).await;
+}

@@ -164,6 +164,33 @@ pub fn run_job(path: &Path) -> Output {
     shiftload(&["run", "--no-progress", path.to_str().expect("utf-8 path")])
 }
 
+/// `shiftload ARGS`, killed and failed if it has not finished within
+/// `limit`: for a run that could hang on the server.
+pub fn shiftload_within(args: &[&str], limit: std::time::Duration) -> Output {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(args)
+        .env_remove("SHIFTLOAD_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run shiftload");
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("shiftload's output"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status();
+            panic!(
+                "`shiftload {}` did not finish within {limit:?}",
+                args.join(" ")
+            );
+        }
+    }
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

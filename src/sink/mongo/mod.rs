@@ -37,6 +37,13 @@ pub struct ServerLimits {
     /// Whether the server stores NaN and ±Infinity doubles (FerretDB v1
     /// drops the connection instead).
     pub non_finite: bool,
+    /// Statements one `update` command may carry. FerretDB v1 holds a
+    /// backend connection for each statement of a command until the command
+    /// ends (`internal/handler/msg_update.go`: the query's iterator closed
+    /// by a `defer` in the loop), from a pool of 100 per database on
+    /// SQLite: a few commands of many upserts in flight take the whole pool
+    /// and wait for one another forever. There, one statement per command.
+    pub max_update_statements: usize,
 }
 
 /// The target collection, connected and its server's limits known.
@@ -116,6 +123,7 @@ async fn server_limits(db: &mongodb::Database, uri: &str) -> Result<ServerLimits
         max_bson_object_size: get("maxBsonObjectSize", 16 * 1024 * 1024),
         decimal128: !ferretdb,
         non_finite: !ferretdb,
+        max_update_statements: if ferretdb { 1 } else { usize::MAX },
     })
 }
 

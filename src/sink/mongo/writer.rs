@@ -54,7 +54,14 @@ impl Writer {
                 on_conflict: cfg.on_conflict,
             }),
             limits,
-            docs_per_request: cfg.write_batch_docs.min(limits.max_write_batch_size).max(1),
+            docs_per_request: cfg
+                .write_batch_docs
+                .min(limits.max_write_batch_size)
+                .min(match verb {
+                    Verb::Upsert => limits.max_update_statements,
+                    Verb::Insert => usize::MAX,
+                })
+                .max(1),
             // A command carries its documents in its own body, so it must fit
             // maxBsonObjectSize; insert_many's document sequence only the
             // message size.
