@@ -34,22 +34,29 @@ struct JobArgs {
     memory_limit: Option<ByteSize>,
 }
 
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Print nothing on success (for cron); errors still go to stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Never draw a progress bar, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+    /// Discard the checkpoint of an unfinished run and start over.
+    #[arg(long)]
+    restart: bool,
+    /// For an `[incremental]` job: load every row again and reset the
+    /// watermark (an unfinished run is discarded).
+    #[arg(long)]
+    full_refresh: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a transfer job (or join it as another worker, or resume it).
-    Run {
-        #[command(flatten)]
-        job: JobArgs,
-        /// Print nothing on success (for cron); errors still go to stderr.
-        #[arg(long, short)]
-        quiet: bool,
-        /// Never draw a progress bar, even on a terminal.
-        #[arg(long)]
-        no_progress: bool,
-        /// Discard the checkpoint of an unfinished run and start over.
-        #[arg(long)]
-        restart: bool,
-    },
+    Run(RunArgs),
     /// Show the partitions and the SQL of each, without writing anything.
     Plan(JobArgs),
     /// Show the job's progress from its checkpoint.
@@ -83,12 +90,7 @@ fn main() -> ExitCode {
             Ok(_) => print(&format!("{}: ok\n", job.display())),
             Err(e) => report(&e),
         },
-        Command::Run {
-            job,
-            quiet,
-            no_progress,
-            restart,
-        } => run(&job, quiet, !quiet && !no_progress, restart),
+        Command::Run(args) => run(&args),
         Command::Plan(job) => with_job(&job, |j| async move { pipeline::plan(&j).await }, ok),
         Command::Status(job) => with_job(&job, |j| async move { pipeline::status(&j).await }, ok),
         Command::Verify(job) => with_job(
@@ -146,16 +148,17 @@ where
     }
 }
 
-fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
-    let job = match load(args) {
+fn run(args: &RunArgs) -> u8 {
+    let job = match load(&args.job) {
         Ok(job) => job,
         Err(code) => return code,
     };
-    let (bar, on_progress) =
-        pipeline::report::progress(progress && std::io::stderr().is_terminal());
+    let progress = !args.quiet && !args.no_progress && std::io::stderr().is_terminal();
+    let (bar, on_progress) = pipeline::report::progress(progress);
     let cancel = CancellationToken::new();
     let options = RunOptions {
-        restart,
+        restart: args.restart,
+        full_refresh: args.full_refresh,
         cancel: cancel.clone(),
         on_progress,
     };
@@ -181,8 +184,8 @@ fn run(args: &JobArgs, quiet: bool, progress: bool, restart: bool) -> u8 {
         }
     };
     let code = summary.exit_code();
-    if !quiet || code != exit::OK {
-        print(&summary.render(&args.job));
+    if !args.quiet || code != exit::OK {
+        print(&summary.render(&args.job.job));
     }
     code
 }

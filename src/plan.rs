@@ -179,6 +179,17 @@ impl Range {
 }
 
 impl KeyType {
+    /// The key type of a column of `data_type`, when it can be one.
+    pub fn of(data_type: &arrow_schema::DataType) -> Option<KeyType> {
+        use arrow_schema::DataType;
+        Some(match data_type {
+            DataType::Int16 | DataType::Int32 | DataType::Int64 => KeyType::Int,
+            DataType::Date32 => KeyType::Date,
+            DataType::Timestamp(_, tz) => KeyType::Timestamp { tz: tz.is_some() },
+            _ => return None,
+        })
+    }
+
     /// `v` as a person reads a value of this type.
     pub fn display(&self, v: i64) -> String {
         match self {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     changed_job, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
-    PartitionStats, PartitionStatus, Planned,
+    PartitionStats, PartitionStatus, Planned, Watermark, Window,
 };
 use crate::error::{Error, Result};
 use crate::plan::Range;
@@ -33,6 +33,8 @@ struct State {
     generation: i64,
     job: Option<JobState>,
     fingerprint: String,
+    window: Option<Window>,
+    watermark: Option<Watermark>,
     /// Partitions of the generation: planned, plus one per split.
     planned: usize,
     /// Claims made so far: the next claim's token.
@@ -150,6 +152,7 @@ impl CheckpointStore for MemoryStore {
         fingerprint: &str,
         previous: i64,
         partitions: &[Planned],
+        window: Option<&Window>,
     ) -> Result<i64> {
         let next = previous + 1;
         let docs: Vec<_> = partitions
@@ -164,6 +167,7 @@ impl CheckpointStore for MemoryStore {
             s.generation = next;
             s.planned = s.partitions.len();
             s.fingerprint = fingerprint.into();
+            s.window = window.cloned();
             s.job = Some(JobState::Running);
         });
         Ok(next)
@@ -289,6 +293,9 @@ impl CheckpointStore for MemoryStore {
             let complete = done == s.planned;
             if complete && s.job == Some(JobState::Running) {
                 s.job = Some(JobState::Complete);
+                if let Some(w) = s.window.as_ref().and_then(Window::watermark) {
+                    s.watermark = Some(w);
+                }
             }
             Ok(complete)
         })
@@ -313,6 +320,8 @@ impl CheckpointStore for MemoryStore {
                         error: p.error.clone(),
                     })
                     .collect(),
+                window: s.window.clone(),
+                watermark: s.watermark.clone(),
             })
         }))
     }

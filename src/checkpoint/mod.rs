@@ -15,6 +15,7 @@
 
 pub mod memory;
 pub mod mongo;
+mod window;
 
 use std::fmt;
 use std::time::Duration;
@@ -28,6 +29,7 @@ use crate::plan::Range;
 
 pub use memory::MemoryStore;
 pub use mongo::MongoStore;
+pub use window::{Watermark, Window};
 
 /// Where a partition stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +125,10 @@ pub struct JobStatus {
     pub generation: i64,
     pub state: JobState,
     pub partitions: Vec<PartitionStatus>,
+    /// What this generation reads, for an incremental job.
+    pub window: Option<Window>,
+    /// What the last complete generation of an incremental job left.
+    pub watermark: Option<Watermark>,
 }
 
 impl JobStatus {
@@ -160,13 +166,14 @@ pub trait CheckpointStore: Send + Sync {
     /// An unfinished generation of a different `fingerprint` is an error.
     async fn begin(&self, fingerprint: &str, restart: bool) -> Result<Begin>;
 
-    /// Store the plan made in the planning turn: the partitions, pending;
-    /// returns the new generation.
+    /// Store the plan made in the planning turn: the partitions, pending,
+    /// and the window of an incremental job; returns the new generation.
     async fn commit_plan(
         &self,
         fingerprint: &str,
         previous: i64,
         partitions: &[Planned],
+        window: Option<&Window>,
     ) -> Result<i64>;
 
     /// Renew the planning turn while planning (every third of a lease);
@@ -199,7 +206,8 @@ pub trait CheckpointStore: Send + Sync {
     /// Replace a partition by its two halves, both pending.
     async fn split(&self, claim: &Claim, halves: (Range, Range)) -> Result<()>;
 
-    /// Mark the generation complete if every partition is done.
+    /// Mark the generation complete if every partition is done; its
+    /// window's watermark becomes the job's in the same change.
     async fn complete_if_done(&self, generation: i64) -> Result<bool>;
 
     /// The job's current generation and its partitions; `None` when the
@@ -207,8 +215,9 @@ pub trait CheckpointStore: Send + Sync {
     async fn status(&self) -> Result<Option<JobStatus>>;
 }
 
-/// Join the job's unfinished generation, or plan the next one with `plan`.
-/// Returns the generation and whether it was resumed.
+/// Join the job's unfinished generation, or plan the next one with `plan`
+/// (its partitions, and the window of an incremental job). Returns the
+/// generation and whether it was resumed.
 pub async fn begin<F, Fut>(
     store: &dyn CheckpointStore,
     fingerprint: &str,
@@ -218,14 +227,14 @@ pub async fn begin<F, Fut>(
 ) -> Result<(i64, bool)>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Planned>>>,
+    Fut: std::future::Future<Output = Result<(Vec<Planned>, Option<Window>)>>,
 {
     match store.begin(fingerprint, restart).await? {
         Begin::Resume { generation } => Ok((generation, true)),
         Begin::Plan { previous } => match planning(store, previous, lease, plan()).await {
-            Ok(partitions) => {
+            Ok((partitions, window)) => {
                 let generation = store
-                    .commit_plan(fingerprint, previous, &partitions)
+                    .commit_plan(fingerprint, previous, &partitions, window.as_ref())
                     .await?;
                 Ok((generation, false))
             }
@@ -240,14 +249,14 @@ where
 /// Run `plan` while renewing the planning turn every third of `lease`, so
 /// that however long it takes (a long UNLOAD), no other worker plans again
 /// under it; a turn found taken ends planning with an error.
-async fn planning<Fut>(
+async fn planning<T, Fut>(
     store: &dyn CheckpointStore,
     previous: i64,
     lease: Duration,
     plan: Fut,
-) -> Result<Vec<Planned>>
+) -> Result<T>
 where
-    Fut: std::future::Future<Output = Result<Vec<Planned>>>,
+    Fut: std::future::Future<Output = Result<T>>,
 {
     let renew = async {
         loop {

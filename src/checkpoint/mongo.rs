@@ -16,7 +16,7 @@ use mongodb::{Collection, Database};
 
 use super::{
     changed_job, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
-    PartitionStats, PartitionStatus, Planned,
+    PartitionStats, PartitionStatus, Planned, Watermark, Window,
 };
 use crate::error::{Error, Result};
 use crate::plan::Range;
@@ -329,6 +329,7 @@ impl CheckpointStore for MongoStore {
         fingerprint: &str,
         previous: i64,
         partitions: &[Planned],
+        window: Option<&Window>,
     ) -> Result<i64> {
         let next = previous + 1;
         let docs: Vec<Document> = partitions
@@ -365,7 +366,7 @@ impl CheckpointStore for MongoStore {
                 turn,
                 doc! {"$set": {"state": as_bson(JobState::Running), "generation": next,
                 "config_hash": fingerprint, "partitions": partitions.len() as i64,
-                "started": DateTime::now()}},
+                "started": DateTime::now(), "window": window.map(Window::to_doc)}},
             )
             .await
             .map_err(db_err)?;
@@ -515,7 +516,7 @@ impl CheckpointStore for MongoStore {
             .update_one(
                 doc! {"_id": self.job_id(), "generation": generation,
                 "state": as_bson(JobState::Running)},
-                doc! {"$set": {"state": as_bson(JobState::Complete), "finished": DateTime::now()}},
+                complete(&job),
             )
             .await
             .map_err(db_err)?;
@@ -562,6 +563,22 @@ impl CheckpointStore for MongoStore {
             generation,
             state: state(&job, "state").unwrap_or(JobState::Complete),
             partitions,
+            window: job.get_document("window").ok().and_then(Window::from_doc),
+            watermark: job
+                .get_document("watermark")
+                .ok()
+                .and_then(Watermark::from_doc),
         }))
     }
+}
+
+/// The change that marks a job document's generation complete; an
+/// incremental generation's window leaves its watermark.
+fn complete(job: &Document) -> Document {
+    let mut set = doc! {"state": as_bson(JobState::Complete), "finished": DateTime::now()};
+    let window = job.get_document("window").ok().and_then(Window::from_doc);
+    if let Some(w) = window.as_ref().and_then(Window::watermark) {
+        set.insert("watermark", w.to_doc());
+    }
+    doc! {"$set": set}
 }

@@ -4,7 +4,7 @@ use super::JobConfig;
 
 /// A stable fingerprint of what decides the documents a job writes (the
 /// source server and database, query, filter, staging, target namespace,
-/// mapping, partitioning): an unfinished run is resumed only by the same
+/// mapping, partitioning, watermark column): an unfinished run is resumed only by the same
 /// job. No secret goes into it — not the password, user or TLS settings of
 /// the URL, nor the target URI — so a rotated password resumes, and the
 /// stored value tells nothing about a credential.
@@ -18,7 +18,7 @@ pub fn fingerprint(job: &JobConfig) -> String {
             format!("{}/{db}", hosts.join(","))
         })
         .unwrap_or_default();
-    let text = format!(
+    let mut text = format!(
         "{}\n{}\n{:?}\n{:?}\n{}.{}\n{:?}\n{:?}",
         source,
         job.source.query,
@@ -29,6 +29,9 @@ pub fn fingerprint(job: &JobConfig) -> String {
         job.mapping,
         job.partition
     );
+    if let Some(inc) = &job.incremental {
+        text.push_str(&format!("\nincremental {:?}", inc.column));
+    }
     let hash = Sha256::digest(text.as_bytes());
     hash[..16].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -18,10 +18,12 @@ use crate::error::{Error, Result};
 
 mod fingerprint;
 mod iam;
+mod incremental;
 mod mapping;
 mod toml_error;
 pub use fingerprint::fingerprint;
 pub use iam::{IamConfig, IamSetting, SourceUrl};
+pub use incremental::{IncrementalConfig, Lookback};
 pub use mapping::*;
 
 /// A transfer job: one query, one target collection.
@@ -59,6 +61,9 @@ pub struct JobConfig {
     /// limit. `shiftload run --memory-limit` overrides it.
     #[serde(default)]
     pub memory_limit: Option<crate::memory::ByteSize>,
+    /// Keep the collection up to date from a watermark column (upserts).
+    #[serde(default)]
+    pub incremental: Option<IncrementalConfig>,
 }
 
 /// Where progress is kept.
@@ -309,7 +314,8 @@ impl JobConfig {
         if job.name.is_none() {
             job.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
-        job.check().map_err(job_err)?;
+        job.check().map_err(job_err.clone())?;
+        job.check_incremental().map_err(job_err)?;
         crate::redact::register_uri(&job.source.url);
         crate::redact::register_uri(&job.target.uri);
         // S3 credentials come from the environment (or the AWS chain) only;
@@ -533,62 +539,4 @@ pub fn json_schema() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIN: &str = r#"
-[source]
-url = "postgresql://u:${SHIFTLOAD_TEST_PW}@h/d"
-query = "select 1"
-[target]
-uri = "mongodb://h"
-database = "db"
-collection = "c"
-"#;
-
-    #[test]
-    fn expands_env_and_applies_defaults() {
-        std::env::set_var("SHIFTLOAD_TEST_PW", "pa$$word");
-        let job = JobConfig::parse(MIN, Path::new("j.toml")).unwrap();
-        assert_eq!(job.source.url, "postgresql://u:pa$$word@h/d");
-        assert_eq!(job.source.fetch_rows, 65_536);
-        assert_eq!(job.target.writers, 4);
-        assert_eq!(job.mapping.null, NullPolicy::Omit);
-        assert!(job.mapping.trim_char);
-    }
-
-    #[test]
-    fn missing_env_names_key_and_variable() {
-        let text = MIN.replace("SHIFTLOAD_TEST_PW", "SHIFTLOAD_SURELY_UNSET");
-        let err = JobConfig::parse(&text, Path::new("j.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("source.url"), "{err}");
-        assert!(err.contains("SHIFTLOAD_SURELY_UNSET"), "{err}");
-    }
-
-    #[test]
-    fn unknown_key_is_named() {
-        std::env::set_var("SHIFTLOAD_TEST_PW", "x");
-        let text = MIN.replace("query =", "qurey =");
-        let err = JobConfig::parse(&text, Path::new("j.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("qurey"), "{err}");
-    }
-
-    #[test]
-    fn dollar_escape() {
-        assert_eq!(expand("a$$b$c", "k").unwrap(), "a$b$c");
-    }
-
-    #[test]
-    fn rename_paths_are_checked() {
-        std::env::set_var("SHIFTLOAD_TEST_PW", "x");
-        let text = format!("{MIN}\n[mapping.rename]\ncity = \"address..city\"\n");
-        let err = JobConfig::parse(&text, Path::new("j.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("mapping.rename.city"), "{err}");
-    }
-}
+mod tests;

@@ -19,6 +19,7 @@
 //! holds its share of the memory budget until written. A partition is
 //! marked done only after all its writes are acknowledged.
 
+mod incremental;
 mod partition;
 pub mod prepare;
 pub mod report;
@@ -31,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{self, CheckpointStore, JobStatus, MongoStore};
+use crate::checkpoint::{self, CheckpointStore, JobStatus, MongoStore, Watermark, Window};
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::memory::ByteSize;
@@ -90,6 +91,10 @@ pub struct RunSummary {
     pub elapsed: Duration,
     pub peak_rss_bytes: Option<u64>,
     pub memory_budget: ByteSize,
+    /// What the generation read, for an incremental job.
+    pub window: Option<Window>,
+    /// The job's watermark after the run (advanced only when complete).
+    pub watermark: Option<Watermark>,
 }
 
 impl RunSummary {
@@ -103,6 +108,9 @@ impl RunSummary {
 pub struct RunOptions {
     /// Discard the checkpoint of an unfinished run and start over.
     pub restart: bool,
+    /// For an incremental job: load every row again (discarding an
+    /// unfinished run), and leave a new watermark.
+    pub full_refresh: bool,
     /// Cancelled on SIGINT/SIGTERM: stop taking partitions, finish or give
     /// back the running ones.
     pub cancel: CancellationToken,
@@ -113,6 +121,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             restart: false,
+            full_refresh: false,
             cancel: CancellationToken::new(),
             on_progress: Arc::new(|_| {}),
         }
@@ -161,15 +170,28 @@ pub async fn execute(
     started: Instant,
 ) -> Result<RunSummary> {
     let job = &prepared.job;
-    let source = prepared.source.clone();
+    let full_refresh = options.full_refresh && job.incremental.is_some();
     let (generation, resumed) = checkpoint::begin(
         store.as_ref(),
         &prepared.fingerprint,
-        options.restart,
+        options.restart || full_refresh,
         Duration::from_secs(job.checkpoint.lease_seconds),
-        || source.plan(),
+        || async {
+            let window = incremental::next_window(prepared, store.as_ref(), full_refresh).await?;
+            let source = incremental::windowed(prepared, window.as_ref())?;
+            Ok((source.plan().await?, window))
+        },
     )
     .await?;
+    // The generation's own window, as its planner stored it.
+    let window = match job.incremental {
+        Some(_) => patient(|| store.status())
+            .await?
+            .filter(|s| s.generation == generation)
+            .and_then(|s| s.window),
+        None => None,
+    };
+    let source = incremental::windowed(prepared, window.as_ref())?;
     if resumed && !prepared.stable_ids {
         return Err(Error::config(
             "mapping.id",
@@ -182,7 +204,7 @@ pub async fn execute(
         ));
     }
     let ctx = Arc::new(Context {
-        source: prepared.source.clone(),
+        source: source.clone(),
         sink: prepared.sink.clone().expect("prepared to write"),
         store: store.clone(),
         retry: job.retry.clone(),
@@ -205,14 +227,22 @@ pub async fn execute(
             .flat_map(|s| &s.partitions)
             .map(|p| p.work.clone())
             .collect();
-        if let Err(e) = prepared.source.cleanup(&done).await {
+        if let Err(e) = source.cleanup(&done).await {
             tracing::warn!(error = %e, "the staged parts could not all be deleted");
         }
     }
-    let status = status.as_ref();
-    Ok(summary(
-        prepared, &ctx, status, tally, complete, generation, started,
-    ))
+    let mut summary = summary(
+        prepared,
+        &ctx,
+        status.as_ref(),
+        tally,
+        complete,
+        generation,
+        started,
+    );
+    summary.window = window;
+    summary.watermark = status.and_then(|s| s.watermark);
+    Ok(summary)
 }
 
 fn summary(
@@ -255,6 +285,8 @@ fn summary(
         elapsed: started.elapsed(),
         peak_rss_bytes: crate::memory::peak_rss_bytes(),
         memory_budget: prepared.budget.total(),
+        window: None,
+        watermark: None,
     }
 }
 

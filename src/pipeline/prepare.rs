@@ -60,6 +60,9 @@ pub async fn prepare(job: &JobConfig, write: bool) -> Result<Prepared> {
     };
     let full = source::describe(job).await?;
     check_mapping(&full, &job.mapping, target.as_ref().map(|t| &t.limits))?;
+    if let Some(inc) = &job.incremental {
+        super::incremental::column_kind(inc, &full)?;
+    }
     let (pushed, schema) = pushed_down(job, &full)?;
     let name = job_name(job);
     let dead_letter = match (&job.dead_letter, write) {
@@ -88,8 +91,8 @@ pub async fn prepare(job: &JobConfig, write: bool) -> Result<Prepared> {
 }
 
 /// The job as its source runs it. For a query (and the UNLOAD of one):
-/// the filter and the projection (the columns the mapping writes, and the
-/// partition key) pushed into the SQL text, so that Redshift reads and
+/// the filter and the projection (the columns the mapping writes, the
+/// partition key and the watermark column) pushed into the SQL text, so that Redshift reads and
 /// sends only those. Staged parts that exist already keep the job's query
 /// empty; their reader projects and filters on its own. The mapping is
 /// narrowed to the columns fetched, and the returned schema is theirs.
@@ -97,9 +100,10 @@ fn pushed_down(job: &JobConfig, schema: &SchemaRef) -> Result<(JobConfig, Schema
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let used = job.mapping.columns_used(&names);
     let key = job.partition.as_ref().map(|p| p.column.as_str());
+    let watermark = job.incremental.as_ref().map(|i| i.column.as_str());
     let fetched: Vec<String> = names
         .iter()
-        .filter(|n| used.contains(n) || key == Some(n.as_str()))
+        .filter(|n| used.contains(n) || [key, watermark].contains(&Some(n.as_str())))
         .cloned()
         .collect();
     let mut out = job.clone();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{DrainSummary, Outcome, Plan, Progress, ProgressFn, RunSummary, Status};
-use crate::checkpoint::PartitionState;
+use crate::checkpoint::{PartitionState, Window};
 use crate::memory::ByteSize;
 use crate::thousands;
 
@@ -93,6 +93,21 @@ impl RunSummary {
                 self.retries
             ),
         );
+        if let Some(w) = &self.window {
+            line("mode", window_text(w));
+            let mark = self.watermark.as_ref().map(|m| m.display());
+            let advanced = self.outcome == Outcome::Complete;
+            line(
+                "watermark",
+                match (mark, advanced) {
+                    (Some(m), true) => format!("{} = {m}", w.column),
+                    (Some(m), false) => {
+                        format!("{} = {m} (unchanged: the run is not complete)", w.column)
+                    }
+                    (None, _) => "none yet".into(),
+                },
+            );
+        }
         line("rows read", thousands(self.rows_read));
         line("documents", documents(&self.writes));
         line(
@@ -133,6 +148,18 @@ impl RunSummary {
             line("failed", f.clone());
         }
         out
+    }
+}
+
+/// What a generation of an incremental job reads.
+fn window_text(w: &Window) -> String {
+    match w.since {
+        None => format!("full load (incremental on `{}`)", w.column),
+        Some(since) => format!(
+            "incremental: rows with `{}` > {}",
+            w.column,
+            w.kind.display(since)
+        ),
     }
 }
 
@@ -185,6 +212,17 @@ impl Display for Status {
             s.count(Pending),
             s.count(Failed)
         )?;
+        if let Some(w) = &s.window {
+            writeln!(f, "  this run: {}", window_text(w))?;
+        }
+        if let Some(m) = &s.watermark {
+            writeln!(
+                f,
+                "  watermark: {} = {} (the last complete run's)",
+                m.column,
+                m.display()
+            )?;
+        }
         for p in &s.partitions {
             let name = match self.staged {
                 true => format!("part {}", p.work.range.lo + 1),

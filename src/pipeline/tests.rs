@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use super::{execute, Outcome, Prepared, RunOptions, RunSummary};
 use crate::checkpoint::{
-    Begin, CheckpointStore, Claim, JobStatus, MemoryStore, PartitionState, PartitionStats,
+    Begin, CheckpointStore, Claim, JobStatus, MemoryStore, PartitionState, PartitionStats, Window,
 };
 use crate::config::JobConfig;
 use crate::deadletter::Reject;
@@ -479,8 +479,14 @@ impl CheckpointStore for Watched {
     async fn begin(&self, fingerprint: &str, restart: bool) -> Result<Begin> {
         self.inner.begin(fingerprint, restart).await
     }
-    async fn commit_plan(&self, f: &str, previous: i64, parts: &[Planned]) -> Result<i64> {
-        self.inner.commit_plan(f, previous, parts).await
+    async fn commit_plan(
+        &self,
+        f: &str,
+        previous: i64,
+        parts: &[Planned],
+        window: Option<&Window>,
+    ) -> Result<i64> {
+        self.inner.commit_plan(f, previous, parts, window).await
     }
     async fn renew_plan(&self, previous: i64) -> Result<bool> {
         self.inner.renew_plan(previous).await

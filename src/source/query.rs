@@ -1,7 +1,7 @@
 //! The job's query as a source: partitions are key ranges pushed into the
 //! SQL, each read through the wire reader ([`super::PgSource`]).
 
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 
 use super::{BatchStream, PgSource, Preview, Source, SourceBatch};
@@ -42,20 +42,16 @@ pub fn key_type(job: &JobConfig, schema: &SchemaRef) -> Result<Option<(String, K
             format!("column `{}` is not in the query result", p.column),
         )
     })?;
-    let key = match field.data_type() {
-        DataType::Int16 | DataType::Int32 | DataType::Int64 => KeyType::Int,
-        DataType::Date32 => KeyType::Date,
-        DataType::Timestamp(_, tz) => KeyType::Timestamp { tz: tz.is_some() },
-        other => {
-            return Err(Error::config(
-                "partition.column",
-                format!(
-                    "column `{}` is {other}; partition on an integer, DATE or TIMESTAMP column",
-                    p.column
-                ),
-            ))
-        }
-    };
+    let key = KeyType::of(field.data_type()).ok_or_else(|| {
+        Error::config(
+            "partition.column",
+            format!(
+                "column `{}` is {}; partition on an integer, DATE or TIMESTAMP column",
+                p.column,
+                field.data_type()
+            ),
+        )
+    })?;
     Ok(Some((p.column.clone(), key)))
 }
 
