@@ -2,84 +2,18 @@
 //! to an exit code. Everything else lives in the library.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use shiftload::memory::ByteSize;
+use clap::Parser;
+use cli::{Cli, Command, JobArgs, RunArgs};
 use shiftload::pipeline::{self, RunOptions, Stage};
 use shiftload::{exit, redact, JobConfig};
 use tokio_util::sync::CancellationToken;
 
+mod cli;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(name = "shiftload", version)]
-#[command(about = "Move large Redshift query results into MongoDB, fast, in bounded memory.")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-    /// Log format on stderr: `human` or `json` (one object a line).
-    #[arg(long, global = true, value_parser = ["human", "json"], default_value = "human")]
-    log_format: String,
-}
-
-#[derive(Args)]
-struct JobArgs {
-    /// The job file (TOML).
-    job: PathBuf,
-    /// Memory budget ("256MiB", "2GiB"); overrides the job's memory_limit.
-    #[arg(long)]
-    memory_limit: Option<ByteSize>,
-}
-
-#[derive(Args)]
-struct RunArgs {
-    #[command(flatten)]
-    job: JobArgs,
-    /// Print nothing on success (for cron); errors still go to stderr.
-    #[arg(long, short)]
-    quiet: bool,
-    /// Never draw a progress bar, even on a terminal.
-    #[arg(long)]
-    no_progress: bool,
-    /// Discard the checkpoint of an unfinished run and start over.
-    #[arg(long)]
-    restart: bool,
-    /// For an `[incremental]` job: load every row again and reset the
-    /// watermark (an unfinished run is discarded).
-    #[arg(long)]
-    full_refresh: bool,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run a transfer job (or join it as another worker, or resume it).
-    Run(RunArgs),
-    /// Show the partitions and the SQL of each, without writing anything.
-    Plan(JobArgs),
-    /// Show the job's progress from its checkpoint.
-    Status(JobArgs),
-    /// Prove the target equal to the source (exit 0), or name the documents
-    /// that differ (exit 5).
-    Verify(JobArgs),
-    /// Check a job file without touching any data.
-    Validate {
-        /// The job file (TOML).
-        job: PathBuf,
-    },
-    /// Print the JSON Schema of job files.
-    Schema,
-    /// Measure the first stages of a job without writing anything.
-    Bench {
-        #[command(flatten)]
-        job: JobArgs,
-        /// `source` (fetch, decode into Arrow) or `encode` (and into BSON).
-        #[arg(long, value_parser = ["source", "encode"], default_value = "source")]
-        stage: String,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -225,10 +225,10 @@ async fn a_killed_incremental_run_leaves_the_watermark_and_the_rerun_completes()
     );
     assert_ok(&run_job(&path));
     let before = watermark(&db).await;
-    // 20,000 new rows: a run long enough to be killed in the middle.
+    // 1,000 new rows: a run long enough to be killed in the middle.
     pg_exec(&format!(
         "INSERT INTO {table} SELECT i, 'bulk ' || i, i % 5,
-             TIMESTAMP '2026-02-01' + i * INTERVAL '1 second' FROM generate_series(101, 20100) i;"
+             TIMESTAMP '2026-02-01' + i * INTERVAL '1 second' FROM generate_series(101, 1100) i;"
     ))
     .await;
     let mut child = spawn_run(&path);
@@ -269,7 +269,7 @@ async fn a_killed_incremental_run_leaves_the_watermark_and_the_rerun_completes()
     assert_eq!(collection(&db).await, source(&table).await);
     assert_eq!(
         watermark(&db).await.as_deref(),
-        Some("2026-02-01 05:35:00.000000")
+        Some("2026-02-01 00:18:20.000000")
     );
     drop_db(&db).await;
 }

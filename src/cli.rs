@@ -1,0 +1,73 @@
+//! The command line: subcommands and their flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use shiftload::memory::ByteSize;
+
+#[derive(Parser)]
+#[command(name = "shiftload", version)]
+#[command(about = "Move large Redshift query results into MongoDB, fast, in bounded memory.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr: `human` or `json` (one object a line).
+    #[arg(long, global = true, value_parser = ["human", "json"], default_value = "human")]
+    pub log_format: String,
+}
+
+#[derive(Args)]
+pub struct JobArgs {
+    /// The job file (TOML).
+    pub job: PathBuf,
+    /// Memory budget ("256MiB", "2GiB"); overrides the job's memory_limit.
+    #[arg(long)]
+    pub memory_limit: Option<ByteSize>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Print nothing on success (for cron); errors still go to stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Never draw a progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Discard the checkpoint of an unfinished run and start over.
+    #[arg(long)]
+    pub restart: bool,
+    /// For an `[incremental]` job: load every row again and reset the
+    /// watermark (an unfinished run is discarded).
+    #[arg(long)]
+    pub full_refresh: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a transfer job (or join it as another worker, or resume it).
+    Run(RunArgs),
+    /// Show the partitions and the SQL of each, without writing anything.
+    Plan(JobArgs),
+    /// Show the job's progress from its checkpoint.
+    Status(JobArgs),
+    /// Prove the target equal to the source (exit 0), or name the documents
+    /// that differ (exit 5).
+    Verify(JobArgs),
+    /// Check a job file without touching any data.
+    Validate {
+        /// The job file (TOML).
+        job: PathBuf,
+    },
+    /// Print the JSON Schema of job files.
+    Schema,
+    /// Measure the first stages of a job without writing anything.
+    Bench {
+        #[command(flatten)]
+        job: JobArgs,
+        /// `source` (fetch, decode into Arrow) or `encode` (and into BSON).
+        #[arg(long, value_parser = ["source", "encode"], default_value = "source")]
+        stage: String,
+    },
+}
