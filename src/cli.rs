@@ -44,6 +44,18 @@ pub struct RunArgs {
     pub full_refresh: bool,
 }
 
+#[derive(Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Count and name what would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete even more than `reconcile.max_delete_share` of the collection.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Run a transfer job (or join it as another worker, or resume it).
@@ -55,6 +67,10 @@ pub enum Command {
     /// Prove the target equal to the source (exit 0), or name the documents
     /// that differ (exit 5).
     Verify(JobArgs),
+    /// Delete the documents whose key the source no longer has (exit 0);
+    /// refuses to delete more than `reconcile.max_delete_share` of the
+    /// collection without --force (exit 2, nothing deleted).
+    Reconcile(ReconcileArgs),
     /// Check a job file without touching any data.
     Validate {
         /// The job file (TOML).

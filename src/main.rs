@@ -32,6 +32,17 @@ fn main() -> ExitCode {
             |j| async move { pipeline::verify(&j).await },
             |v| if v.equal() { exit::OK } else { exit::DIFFERENT },
         ),
+        Command::Reconcile(args) => {
+            let options = pipeline::ReconcileOptions {
+                dry_run: args.dry_run,
+                force: args.force,
+            };
+            with_job(
+                &args.job,
+                |j| async move { pipeline::reconcile(&j, options).await },
+                ok,
+            )
+        }
         Command::Bench { job, stage } => with_job(
             &job,
             |j| async move {

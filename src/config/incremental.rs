@@ -27,6 +27,37 @@ pub struct IncrementalConfig {
     pub lookback: Option<Lookback>,
 }
 
+/// `[reconcile]`: deletions. `shiftload reconcile JOB` deletes the
+/// documents whose key the source no longer has; with `after_run`, every
+/// complete run of the job does the same.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// Reconcile after each complete run (a full load, an incremental run
+    /// or a full refresh). Default: false.
+    #[serde(default)]
+    pub after_run: bool,
+    /// The largest share of the collection a reconcile deletes without
+    /// `--force` (0.05: 5 %). Above it nothing is deleted and the command
+    /// fails: an emptied or misconfigured source query must not empty the
+    /// collection. Default: 0.05.
+    #[serde(default = "default_max_delete_share")]
+    pub max_delete_share: f64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            after_run: false,
+            max_delete_share: default_max_delete_share(),
+        }
+    }
+}
+
+fn default_max_delete_share() -> f64 {
+    0.05
+}
+
 /// A lookback: a duration for a time column, a number for an integer one.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -51,6 +82,24 @@ impl Lookback {
 }
 
 impl JobConfig {
+    /// `[reconcile]` deletes by `_id`, which only key columns make stable.
+    pub(super) fn check_reconcile(&self) -> std::result::Result<(), String> {
+        let share = self.reconcile.max_delete_share;
+        if !(0.0..=1.0).contains(&share) {
+            return Err(format!(
+                "`reconcile.max_delete_share` is {share}; give a share between 0 and 1 (0.05: 5 %)"
+            ));
+        }
+        if self.reconcile.after_run && self.mapping.id.is_empty() {
+            return Err(
+                "`reconcile.after_run` needs `mapping.id`: documents are deleted by \
+                        the `_id` their key columns make"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// `[incremental]` needs stable `_id`s and a query, and writes by
     /// upsert: documents that changed replace the ones there.
     pub(super) fn check_incremental(&mut self) -> std::result::Result<(), String> {

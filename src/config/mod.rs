@@ -23,7 +23,7 @@ mod mapping;
 mod toml_error;
 pub use fingerprint::fingerprint;
 pub use iam::{IamConfig, IamSetting, SourceUrl};
-pub use incremental::{IncrementalConfig, Lookback};
+pub use incremental::{IncrementalConfig, Lookback, ReconcileConfig};
 pub use mapping::*;
 
 /// A transfer job: one query, one target collection.
@@ -64,6 +64,9 @@ pub struct JobConfig {
     /// Keep the collection up to date from a watermark column (upserts).
     #[serde(default)]
     pub incremental: Option<IncrementalConfig>,
+    /// Delete the documents whose key is gone from the source.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
 }
 
 /// Where progress is kept.
@@ -314,8 +317,9 @@ impl JobConfig {
         if job.name.is_none() {
             job.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
-        job.check().map_err(job_err.clone())?;
+        job.check().map_err(job_err)?;
         job.check_incremental().map_err(job_err)?;
+        job.check_reconcile().map_err(job_err)?;
         crate::redact::register_uri(&job.source.url);
         crate::redact::register_uri(&job.target.uri);
         // S3 credentials come from the environment (or the AWS chain) only;

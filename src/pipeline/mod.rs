@@ -22,6 +22,7 @@
 mod incremental;
 mod partition;
 pub mod prepare;
+pub mod reconcile;
 pub mod report;
 pub mod signals;
 pub mod verify;
@@ -41,6 +42,7 @@ use crate::sink::{Target, WriteStats};
 use crate::source::Preview;
 use partition::{Context, Counters};
 pub use prepare::{budget_for, prepare, Prepared};
+pub use reconcile::{reconcile, ReconcileOptions, Reconciled};
 pub use verify::{verify, Verdict};
 
 /// Progress so far, reported after each batch is handed to the sink.
@@ -95,6 +97,8 @@ pub struct RunSummary {
     pub window: Option<Window>,
     /// The job's watermark after the run (advanced only when complete).
     pub watermark: Option<Watermark>,
+    /// `[reconcile] after_run`: what it deleted, or why it did not.
+    pub reconciled: Option<std::result::Result<Reconciled, String>>,
 }
 
 impl RunSummary {
@@ -158,7 +162,13 @@ pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
     let prepared = prepare(job, true).await?;
     let target = prepared.target.clone().expect("prepared to write");
     let store = mongo_store(job, &target, &prepared.name, &worker_name());
-    execute(&prepared, Arc::new(store), options, started).await
+    let mut summary = execute(&prepared, Arc::new(store), options, started).await?;
+    if job.reconcile.after_run && summary.outcome == Outcome::Complete {
+        let done = reconcile(job, ReconcileOptions::default()).await;
+        summary.reconciled = Some(done.map_err(|e| crate::redact::scrub(&e.to_string())));
+        summary.elapsed = started.elapsed();
+    }
+    Ok(summary)
 }
 
 /// Run a prepared job against `store`: join or plan a generation, work on
@@ -222,14 +232,7 @@ pub async fn execute(
     let complete = patient(|| store.complete_if_done(generation)).await?;
     let status = patient(|| store.status()).await?;
     if complete {
-        let done: Vec<_> = status
-            .iter()
-            .flat_map(|s| &s.partitions)
-            .map(|p| p.work.clone())
-            .collect();
-        if let Err(e) = source.cleanup(&done).await {
-            tracing::warn!(error = %e, "the staged parts could not all be deleted");
-        }
+        clean_up(source.as_ref(), status.as_ref()).await;
     }
     let mut summary = summary(
         prepared,
@@ -243,6 +246,18 @@ pub async fn execute(
     summary.window = window;
     summary.watermark = status.and_then(|s| s.watermark);
     Ok(summary)
+}
+
+/// Remove what the source staged for a complete generation.
+async fn clean_up(source: &dyn crate::source::Source, status: Option<&JobStatus>) {
+    let done: Vec<_> = status
+        .iter()
+        .flat_map(|s| &s.partitions)
+        .map(|p| p.work.clone())
+        .collect();
+    if let Err(e) = source.cleanup(&done).await {
+        tracing::warn!(error = %e, "the staged parts could not all be deleted");
+    }
 }
 
 fn summary(
@@ -287,6 +302,7 @@ fn summary(
         memory_budget: prepared.budget.total(),
         window: None,
         watermark: None,
+        reconciled: None,
     }
 }
 

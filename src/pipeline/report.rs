@@ -38,6 +38,7 @@ impl RunSummary {
         use crate::exit;
         match self.outcome {
             Outcome::Complete if self.rejected > 0 => exit::SET_ASIDE,
+            Outcome::Complete if matches!(self.reconciled, Some(Err(_))) => exit::FAILED,
             Outcome::Complete => exit::OK,
             Outcome::PartitionsFailed => exit::PARTITIONS_FAILED,
             Outcome::Interrupted => exit::INTERRUPTED,
@@ -67,6 +68,33 @@ impl RunSummary {
         }
     }
 
+    /// `mode` and `watermark`, for an incremental job.
+    fn incremental_lines(&self) -> Vec<(&'static str, String)> {
+        let Some(w) = &self.window else {
+            return Vec::new();
+        };
+        let mark = self.watermark.as_ref().map(|m| m.display());
+        let advanced = self.outcome == Outcome::Complete;
+        let watermark = match (mark, advanced) {
+            (Some(m), true) => format!("{} = {m}", w.column),
+            (Some(m), false) => format!("{} = {m} (unchanged: the run is not complete)", w.column),
+            (None, _) => "none yet".into(),
+        };
+        vec![("mode", window_text(w)), ("watermark", watermark)]
+    }
+
+    /// What `[reconcile] after_run` did.
+    fn reconcile_line(&self) -> Option<String> {
+        Some(match self.reconciled.as_ref()? {
+            Ok(r) => format!(
+                "{} deleted (keys gone from the source), {:.2} s",
+                thousands(r.deleted),
+                r.elapsed.as_secs_f64()
+            ),
+            Err(e) => format!("FAILED: {e}"),
+        })
+    }
+
     /// The one-screen summary; `job` is the job file, for the command that
     /// resumes.
     pub fn render(&self, job: &Path) -> String {
@@ -93,23 +121,14 @@ impl RunSummary {
                 self.retries
             ),
         );
-        if let Some(w) = &self.window {
-            line("mode", window_text(w));
-            let mark = self.watermark.as_ref().map(|m| m.display());
-            let advanced = self.outcome == Outcome::Complete;
-            line(
-                "watermark",
-                match (mark, advanced) {
-                    (Some(m), true) => format!("{} = {m}", w.column),
-                    (Some(m), false) => {
-                        format!("{} = {m} (unchanged: the run is not complete)", w.column)
-                    }
-                    (None, _) => "none yet".into(),
-                },
-            );
+        for (label, text) in self.incremental_lines() {
+            line(label, text);
         }
         line("rows read", thousands(self.rows_read));
         line("documents", documents(&self.writes));
+        if let Some(text) = self.reconcile_line() {
+            line("reconcile", text);
+        }
         line(
             "volume",
             format!(

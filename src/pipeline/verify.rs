@@ -31,7 +31,7 @@ use crate::source::Source;
 
 /// Buckets of the tally: the cost of a second pass is the documents of the
 /// buckets that differ, about 1/4096 of the collection per difference.
-const BUCKETS: usize = 4096;
+pub(super) const BUCKETS: usize = 4096;
 /// Keys named per partition and kind of difference.
 const SAMPLES: usize = 5;
 
@@ -41,7 +41,7 @@ struct Cell {
     sum: u128,
 }
 
-fn bucket(id: &[u8]) -> usize {
+pub(super) fn bucket(id: &[u8]) -> usize {
     (twox_hash::XxHash3_128::oneshot(id) as u64 % BUCKETS as u64) as usize
 }
 
@@ -141,7 +141,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
         .await?;
         verdict.set_aside += aside;
     }
-    read_target(&target, |id, doc| {
+    read_target(&target, false, |id, doc| {
         let c = &mut theirs[bucket(id)];
         c.count += 1;
         c.sum = c.sum.wrapping_add(document_hash(doc));
@@ -163,7 +163,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
             .await?;
         }
         let mut found: Vec<(Vec<u8>, u128)> = Vec::new();
-        read_target(&target, |id, doc| {
+        read_target(&target, false, |id, doc| {
             if differ.contains(&bucket(id)) {
                 found.push((id.to_vec(), document_hash(doc)));
             }
@@ -237,24 +237,26 @@ fn compare(
 }
 
 /// `_id: 42` from an `_id` element's bytes.
-fn describe(id: &[u8]) -> String {
-    let mut doc = Vec::with_capacity(id.len() + 5);
-    doc.extend_from_slice(&((id.len() + 5) as i32).to_le_bytes());
-    doc.extend_from_slice(id);
-    doc.push(0);
-    match bson::RawDocument::from_bytes(&doc)
-        .ok()
-        .and_then(|d| d.get("_id").ok().flatten())
-        .and_then(|v| bson::Bson::try_from(v).ok())
-    {
+pub(super) fn describe(id: &[u8]) -> String {
+    match id_value(id) {
         Some(v) => format!("_id: {v}"),
         None => "_id unreadable".into(),
     }
 }
 
+/// The value of an `_id` element from its bytes.
+pub(super) fn id_value(id: &[u8]) -> Option<bson::Bson> {
+    let mut doc = Vec::with_capacity(id.len() + 5);
+    doc.extend_from_slice(&((id.len() + 5) as i32).to_le_bytes());
+    doc.extend_from_slice(id);
+    doc.push(0);
+    let raw = bson::RawDocument::from_bytes(&doc).ok()?;
+    bson::Bson::try_from(raw.get("_id").ok()??).ok()
+}
+
 /// Every document the job writes from partition `work`, as `(id, bytes)`;
 /// the rows set aside by the job's rules.
-async fn read_source(
+pub(super) async fn read_source(
     source: &dyn Source,
     encoder: &Arc<Encoder>,
     work: &Planned,
@@ -283,15 +285,19 @@ async fn read_source(
     Ok(aside)
 }
 
-/// Every document of the target collection, as `(id, bytes)`.
-async fn read_target(target: &Target, mut each: impl FnMut(&[u8], &[u8])) -> Result<()> {
+/// Every document of the target collection, as `(id, bytes)`; with
+/// `ids_only`, the documents hold only their `_id`.
+pub(super) async fn read_target(
+    target: &Target,
+    ids_only: bool,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> Result<()> {
     let ns = target.namespace();
-    let mut cursor = target
-        .collection()
-        .find(doc! {})
-        .batch_size(10_000)
-        .await
-        .map_err(|e| driver_error(ns, &e))?;
+    let mut find = target.collection().find(doc! {}).batch_size(10_000);
+    if ids_only {
+        find = find.projection(doc! {"_id": 1});
+    }
+    let mut cursor = find.await.map_err(|e| driver_error(ns, &e))?;
     while let Some(doc) = cursor.try_next().await.map_err(|e| driver_error(ns, &e))? {
         each(&id_key(doc.as_bytes()), doc.as_bytes());
     }
