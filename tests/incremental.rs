@@ -273,3 +273,104 @@ async fn a_killed_incremental_run_leaves_the_watermark_and_the_rerun_completes()
     );
     drop_db(&db).await;
 }
+
+/// `target.on_conflict = "merge"`: changed rows update only the job's
+/// fields (by full path, a NULL unsets its field); fields others added to
+/// the documents, also inside a sub-document the mapping builds, are kept,
+/// and `verify` compares the job's fields only.
+#[tokio::test]
+async fn a_merge_updates_the_jobs_fields_and_keeps_the_others() {
+    let table = unique("merge");
+    pg_exec(&format!(
+        "CREATE TABLE {table} (id int PRIMARY KEY, name text, city text, zip text, updated_at timestamp);
+         INSERT INTO {table} SELECT i, 'name ' || i, 'city ' || i, 'zip ' || i,
+             TIMESTAMP '2026-01-01' + i * INTERVAL '1 minute' FROM generate_series(1, 40) i;"
+    ))
+    .await;
+    let db = unique("merge");
+    let (_dir, path) = job(&format!(
+        r#"[source]
+url = "{{PG}}"
+query = "SELECT id, name, city, zip, updated_at FROM {table}"
+[target]
+uri = "{{MONGO}}"
+database = "{db}"
+collection = "items"
+on_conflict = "merge"
+[mapping]
+id = ["id"]
+rename = {{ city = "addr.city", zip = "addr.zip" }}
+[incremental]
+column = "updated_at"
+lookback = "30m"
+"#
+    ));
+    let first = assert_ok(&run_job(&path));
+    assert_eq!(
+        summary_line(&first, "documents"),
+        "documents     40 inserted, 0 already present",
+        "{first}"
+    );
+    // Others enrich documents 1 to 5, at the top and inside `addr`.
+    let items = mongo().await.database(&db).collection::<Document>("items");
+    items
+        .update_many(
+            doc! {"_id": {"$lte": 5}},
+            doc! {"$set": {"extra": "kept", "addr.note": "kept"}},
+        )
+        .await
+        .unwrap();
+    // Rows 1 and 2 change their name and lose their zip; row 41 is new.
+    pg_exec(&format!(
+        "UPDATE {table} SET name = 'changed ' || id, zip = NULL, updated_at = TIMESTAMP '2026-01-02'
+             WHERE id IN (1, 2);
+         INSERT INTO {table} VALUES (41, 'new', 'c41', NULL, TIMESTAMP '2026-01-02');"
+    ))
+    .await;
+    let second = assert_ok(&run_job(&path));
+    // Read: rows 1, 2, 41 and the 30 of the lookback (11 to 40).
+    assert_eq!(summary_line(&second, "rows read"), "rows read     33");
+    assert_eq!(
+        summary_line(&second, "documents"),
+        "documents     1 inserted, 30 already present, 2 merged",
+        "{second}"
+    );
+    let docs: BTreeMap<i32, Document> = mongo_docs(&db, "items")
+        .await
+        .into_iter()
+        .map(|d| (d.get_i32("_id").unwrap(), d))
+        .collect();
+    assert_eq!(docs.len(), 41);
+    for id in [1, 2] {
+        let d = &docs[&id];
+        assert_eq!(d.get_str("name").unwrap(), format!("changed {id}"));
+        assert_eq!(
+            d.get_document("addr").unwrap(),
+            &doc! {"city": format!("city {id}"), "note": "kept"},
+            "zip unset, note kept: {d}"
+        );
+        assert_eq!(d.get_str("extra").unwrap(), "kept", "{d}");
+    }
+    let d = &docs[&3];
+    assert_eq!(d.get_str("name").unwrap(), "name 3");
+    assert_eq!(
+        d.get_document("addr").unwrap(),
+        &doc! {"city": "city 3", "zip": "zip 3", "note": "kept"}
+    );
+    let d = &docs[&41];
+    assert_eq!(d.get_str("name").unwrap(), "new");
+    assert_eq!(d.get_document("addr").unwrap(), &doc! {"city": "c41"});
+    assert!(!d.contains_key("extra"));
+    // The job's fields equal the table's; the others do not count.
+    let verified = assert_ok(&shiftload(&["verify", path.to_str().unwrap()]));
+    assert!(verified.contains("equal"), "{verified}");
+    // A field of the job changed behind its back is a difference.
+    items
+        .update_one(doc! {"_id": 3}, doc! {"$set": {"addr.city": "elsewhere"}})
+        .await
+        .unwrap();
+    let differs = shiftload(&["verify", path.to_str().unwrap()]);
+    assert!(!differs.status.success());
+    assert!(stdout(&differs).contains("_id: 3"), "{}", stdout(&differs));
+    drop_db(&db).await;
+}

@@ -101,7 +101,8 @@ impl JobConfig {
     }
 
     /// `[incremental]` needs stable `_id`s and a query, and writes by
-    /// upsert: documents that changed replace the ones there.
+    /// upsert: documents that changed replace the ones there (or, with
+    /// `target.on_conflict = "merge"`, are merged into them).
     pub(super) fn check_incremental(&mut self) -> std::result::Result<(), String> {
         let Some(inc) = &self.incremental else {
             return Ok(());
@@ -132,10 +133,11 @@ impl JobConfig {
                                      of a changed row; `[incremental]` replaces documents"
                     .into(),
             ),
-            _ => {
+            OnConflict::Fail => {
                 self.target.on_conflict = OnConflict::Replace;
                 Ok(())
             }
+            OnConflict::Replace | OnConflict::Merge => Ok(()),
         }
     }
 }

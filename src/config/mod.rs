@@ -270,6 +270,11 @@ pub enum OnConflict {
     /// Upsert every document by `_id` (an `update` command, whatever
     /// `send` says): the source's version wins. Needs `mapping.id`.
     Replace,
+    /// Upsert every document by `_id`, updating only the fields the job
+    /// writes (`$set` by full dotted path; a field whose column is NULL
+    /// under `mapping.null = "omit"` is `$unset`): fields that others add
+    /// to the documents are kept. Needs `mapping.id`.
+    Merge,
 }
 
 /// How insert requests are sent.
@@ -454,12 +459,16 @@ impl JobConfig {
                 return Err(format!("`{key}` is empty"));
             }
         }
-        if self.target.on_conflict == OnConflict::Replace && self.mapping.id.is_empty() {
-            return Err(
-                "`target.on_conflict = \"replace\"` needs `mapping.id`: documents are \
-                        replaced by their `_id`, and without key columns every `_id` is new"
-                    .into(),
-            );
+        let upsert = match self.target.on_conflict {
+            OnConflict::Replace => Some("replace"),
+            OnConflict::Merge => Some("merge"),
+            OnConflict::Fail | OnConflict::Skip => None,
+        };
+        if let Some(mode) = upsert.filter(|_| self.mapping.id.is_empty()) {
+            return Err(format!(
+                "`target.on_conflict = \"{mode}\"` needs `mapping.id`: documents are \
+                 updated by their `_id`, and without key columns every `_id` is new"
+            ));
         }
         if self
             .target

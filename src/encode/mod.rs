@@ -13,6 +13,7 @@
 
 pub mod bson;
 mod column;
+mod fields;
 mod geo;
 mod json;
 mod mapping;
@@ -36,6 +37,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 use column::{make_encoder, ColumnEncoder};
+pub use fields::Fields;
 use mapping::{body_tree, id_plan, included_columns};
 
 /// Documents encoded from one row range, back to back. Each document starts
@@ -182,6 +184,11 @@ impl Encoder {
             finite_only: false,
             no_decimal128: false,
         })
+    }
+
+    /// The fields this encoder writes besides `_id`.
+    pub fn fields(&self) -> Fields {
+        Fields::of(&self.plan)
     }
 
     /// The first column written as BSON Decimal128, if any (some

@@ -16,13 +16,16 @@ fn bytes(n: u64) -> String {
     ByteSize(n).to_string()
 }
 
-/// `12 inserted, 3 already present[, 1 replaced][, 2 kept (different)]`.
+/// `12 inserted, 3 already present[, 1 merged][, 1 replaced][, 2 kept (different)]`.
 fn documents(w: &crate::sink::WriteStats) -> String {
     let mut text = format!(
         "{} inserted, {} already present",
         thousands(w.inserted),
         thousands(w.already_present)
     );
+    if w.merged > 0 {
+        let _ = write!(text, ", {} merged", thousands(w.merged));
+    }
     if w.replaced > 0 {
         let _ = write!(text, ", {} replaced", thousands(w.replaced));
     }

@@ -20,8 +20,8 @@ use bson::doc;
 use futures_util::TryStreamExt;
 
 use super::prepare::prepare;
-use crate::config::JobConfig;
-use crate::encode::{EncodedBatch, Encoder};
+use crate::config::{JobConfig, OnConflict};
+use crate::encode::{EncodedBatch, Encoder, Fields};
 use crate::error::{Error, Result};
 use crate::mongo::driver_error;
 use crate::plan::Planned;
@@ -122,6 +122,9 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
             .encoder(&source.schema(), &prepared.job.mapping)?
             .with_dead_letter(job.dead_letter.is_some()),
     );
+    // A merge job owns only its fields of each document: compare those.
+    let fields = (prepared.job.target.on_conflict == OnConflict::Merge).then(|| encoder.fields());
+    let digest = |doc: &[u8]| digest(fields.as_ref(), doc);
     let plan = source.plan().await?;
     let mut verdict = Verdict {
         namespace: target.namespace().to_string(),
@@ -136,7 +139,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
         let aside = read_source(source.as_ref(), &encoder, work, |id, doc| {
             let c = &mut ours[bucket(id)];
             c.count += 1;
-            c.sum = c.sum.wrapping_add(document_hash(doc));
+            c.sum = c.sum.wrapping_add(digest(doc));
         })
         .await?;
         verdict.set_aside += aside;
@@ -144,7 +147,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
     read_target(&target, false, |id, doc| {
         let c = &mut theirs[bucket(id)];
         c.count += 1;
-        c.sum = c.sum.wrapping_add(document_hash(doc));
+        c.sum = c.sum.wrapping_add(digest(doc));
     })
     .await?;
     verdict.source_docs = ours.iter().map(|c| c.count).sum();
@@ -157,7 +160,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
         for (i, work) in plan.iter().enumerate() {
             read_source(source.as_ref(), &encoder, work, |id, doc| {
                 if differ.contains(&bucket(id)) {
-                    wanted.insert(id.to_vec(), (document_hash(doc), i));
+                    wanted.insert(id.to_vec(), (digest(doc), i));
                 }
             })
             .await?;
@@ -165,7 +168,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
         let mut found: Vec<(Vec<u8>, u128)> = Vec::new();
         read_target(&target, false, |id, doc| {
             if differ.contains(&bucket(id)) {
-                found.push((id.to_vec(), document_hash(doc)));
+                found.push((id.to_vec(), digest(doc)));
             }
         })
         .await?;
@@ -182,6 +185,15 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
     }
     verdict.elapsed = started.elapsed();
     Ok(verdict)
+}
+
+/// The hash a document is compared by: of the whole document, or of the
+/// merged `fields` only (a document that cannot be read hashes whole).
+fn digest(fields: Option<&Fields>, doc: &[u8]) -> u128 {
+    match fields.map(|f| f.project(doc)) {
+        Some(Ok(projected)) => document_hash(&projected),
+        _ => document_hash(doc),
+    }
 }
 
 /// `partition 2 of 5: order_id in [751, 1501)`, for each partition.

@@ -37,6 +37,9 @@ pub struct WriteStats {
     /// Documents that replaced a different one under their `_id`
     /// (`target.on_conflict = "replace"`).
     pub replaced: u64,
+    /// Documents that held other values of the job's fields and were
+    /// updated (`target.on_conflict = "merge"`).
+    pub merged: u64,
 }
 
 impl WriteStats {
@@ -48,6 +51,7 @@ impl WriteStats {
         self.rejected += o.rejected;
         self.kept += o.kept;
         self.replaced += o.replaced;
+        self.merged += o.merged;
     }
 }
 

@@ -17,7 +17,7 @@ use bson::{doc, RawDocumentBuf};
 use mongodb::{Client, Collection};
 
 use super::{PartitionSink, Sink, WriteStats};
-use crate::config::{MappingConfig, TargetConfig};
+use crate::config::{MappingConfig, OnConflict, TargetConfig};
 use crate::deadletter::{DeadLetter, Reject};
 use crate::encode::Encoder;
 use crate::error::{Error, Result};
@@ -194,7 +194,9 @@ impl Sink for MongoSink {
             .target
             .encoder(&schema, &self.mapping)?
             .with_dead_letter(self.dead_letter.is_some());
+        let merge = (self.cfg.on_conflict == OnConflict::Merge).then(|| encoder.fields());
         let writer = Writer::new(&self.target, &self.cfg, &self.budget)
+            .merging(merge)
             .with_dead_letter(self.dead_letter.clone().map(|d| (d, partition.to_string())));
         Ok(Box::new(MongoPartition {
             encoder: Arc::new(encoder),

@@ -82,7 +82,10 @@ pub(super) async fn execute(to: &Destination, mut request: Request) -> Result<Se
         Verb::Insert => stats.inserted = n - reply.errors.len() as u64,
         Verb::Upsert => {
             stats.inserted = reply.upserted;
-            stats.replaced = reply.modified;
+            match to.on_conflict {
+                OnConflict::Merge => stats.merged = reply.modified,
+                _ => stats.replaced = reply.modified,
+            }
             stats.already_present = reply.matched.saturating_sub(reply.modified);
         }
     }

@@ -1,16 +1,20 @@
 //! One write request, ready to send: an unordered `insert` of the documents
-//! of a run of rows, or (`target.on_conflict = "replace"`) an unordered
-//! `update` that upserts each of them by `_id`.
+//! of a run of rows, or (`target.on_conflict = "replace"` or `"merge"`) an
+//! unordered `update` that upserts each of them by `_id`: the document
+//! itself as replacement, or the `$set`/`$unset` update that merges it
+//! ([`crate::encode::Fields::merge_update`]).
 //!
 //! A request keeps, for every document, what is needed to judge a
 //! duplicate-key error afterwards ([`super::reply`]): its `_id`, and its
 //! bytes or (a command, whose bytes are gone once sent) a 128-bit hash of
 //! them.
 
+use std::sync::Arc;
+
 use bson::RawDocumentBuf;
 
 use crate::config::SendMode;
-use crate::encode::bson as b;
+use crate::encode::{bson as b, Fields};
 use crate::error::{Error, Result};
 
 /// What a request does with its documents.
@@ -18,7 +22,8 @@ use crate::error::{Error, Result};
 pub(super) enum Verb {
     /// Insert; a document whose `_id` is taken is refused (E11000).
     Insert,
-    /// Replace the document with the same `_id`, or insert it.
+    /// Replace the document with the same `_id` (or merge into it: the
+    /// request's `merge` fields), or insert it.
     Upsert,
 }
 
@@ -42,6 +47,8 @@ pub(super) struct Request {
     id_ranges: Vec<(usize, usize)>,
     hashes: Vec<u128>,
     bytes: usize,
+    /// An upsert merges these fields instead of replacing the document.
+    merge: Option<Arc<Fields>>,
 }
 
 impl Request {
@@ -72,7 +79,14 @@ impl Request {
             id_ranges: Vec::with_capacity(capacity),
             hashes: Vec::new(),
             bytes: 0,
+            merge: None,
         }
+    }
+
+    /// Upserts merge `fields` into the stored documents.
+    pub(super) fn merging(mut self, fields: Option<Arc<Fields>>) -> Self {
+        self.merge = fields;
+        self
     }
 
     pub(super) fn len(&self) -> usize {
@@ -89,7 +103,7 @@ impl Request {
         match self.verb {
             Verb::Insert => 8,
             // {q: {_id}, u: <doc>, upsert: true}
-            Verb::Upsert => 64,
+            Verb::Upsert => 64 + self.merge.as_ref().map_or(0, |f| f.merge_overhead()),
         }
     }
 
@@ -122,7 +136,10 @@ impl Request {
                         b::put_element(cmd, b::DOCUMENT, b"q\0");
                         cmd.extend_from_slice(&self.ids[id]);
                         b::put_element(cmd, b::DOCUMENT, b"u\0");
-                        cmd.extend_from_slice(doc);
+                        match &self.merge {
+                            Some(fields) => fields.merge_update(doc, cmd)?,
+                            None => cmd.extend_from_slice(doc),
+                        }
                         b::put_element(cmd, b::BOOLEAN, b"upsert\0");
                         cmd.push(1);
                         b::end_doc(cmd, statement);
@@ -246,6 +263,29 @@ mod tests {
             doc! {"update": "c", "ordered": false, "updates": [
                 {"q": {"_id": 7i64}, "u": {"_id": 7i64, "s": "x"}, "upsert": true},
                 {"q": {"_id": "k"}, "u": {"_id": "k", "n": 1}, "upsert": true},
+            ]}
+        );
+    }
+
+    #[test]
+    fn a_merging_upsert_sets_the_fields_by_path() {
+        let fields = Fields(vec![
+            ("s".into(), None),
+            ("a".into(), Some(Fields(vec![("b".into(), None)]))),
+        ]);
+        let mut r =
+            Request::new(SendMode::Command, Verb::Upsert, "c", 1).merging(Some(Arc::new(fields)));
+        r.push(&raw(doc! {"_id": 7i64, "a": {"b": 1}})).unwrap();
+        let Body::Command { mut cmd, array_at } = r.body else {
+            panic!("an upsert is a command");
+        };
+        b::end_doc(&mut cmd, array_at);
+        b::end_doc(&mut cmd, 0);
+        let cmd = bson::Document::try_from(RawDocumentBuf::from_bytes(cmd).unwrap()).unwrap();
+        assert_eq!(
+            cmd,
+            doc! {"update": "c", "ordered": false, "updates": [
+                {"q": {"_id": 7i64}, "u": {"$set": {"a.b": 1}, "$unset": {"s": ""}}, "upsert": true},
             ]}
         );
     }

@@ -15,7 +15,7 @@ use super::request::{describe_id, Request, Verb};
 use super::{ServerLimits, Target};
 use crate::config::{OnConflict, SendMode, TargetConfig};
 use crate::deadletter::{DeadLetter, Reject};
-use crate::encode::EncodedBatch;
+use crate::encode::{EncodedBatch, Fields};
 use crate::error::{Error, Result};
 use crate::memory::{BatchPermit, Budget};
 use crate::sink::WriteStats;
@@ -36,6 +36,8 @@ pub struct Writer {
     send_mode: SendMode,
     verb: Verb,
     collection_name: String,
+    /// `target.on_conflict = "merge"`: the fields upserts merge.
+    merge: Option<Arc<Fields>>,
 }
 
 impl Writer {
@@ -43,7 +45,7 @@ impl Writer {
     pub fn new(target: &Target, cfg: &TargetConfig, budget: &Budget) -> Self {
         let limits = target.limits;
         let verb = match cfg.on_conflict {
-            OnConflict::Replace => Verb::Upsert,
+            OnConflict::Replace | OnConflict::Merge => Verb::Upsert,
             OnConflict::Fail | OnConflict::Skip => Verb::Insert,
         };
         Writer {
@@ -79,7 +81,15 @@ impl Writer {
             send_mode: cfg.send,
             verb,
             collection_name: cfg.collection.clone(),
+            merge: None,
         }
+    }
+
+    /// Merge upserts into the stored documents, updating only `fields`
+    /// (`target.on_conflict = "merge"`).
+    pub fn merging(mut self, fields: Option<Fields>) -> Self {
+        self.merge = fields.map(Arc::new);
+        self
     }
 
     /// Set documents the server rejects aside instead of failing.
@@ -134,6 +144,7 @@ impl Writer {
             &self.collection_name,
             self.docs_per_request.min(docs),
         )
+        .merging(self.merge.clone())
     }
 
     /// A document over the server's limit: set aside, or the error.
