@@ -122,7 +122,6 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
             .encoder(&source.schema(), &prepared.job.mapping)?
             .with_dead_letter(job.dead_letter.is_some()),
     );
-    // A merge job owns only its fields of each document: compare those.
     let fields = (prepared.job.target.on_conflict == OnConflict::Merge).then(|| encoder.fields());
     let digest = |doc: &[u8]| digest(fields.as_ref(), doc);
     let plan = source.plan().await?;
@@ -188,7 +187,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
 }
 
 /// The hash a document is compared by: of the whole document, or of the
-/// merged `fields` only (a document that cannot be read hashes whole).
+/// merged `fields` only (a merge job owns only those of each document) (a document that cannot be read hashes whole).
 fn digest(fields: Option<&Fields>, doc: &[u8]) -> u128 {
     match fields.map(|f| f.project(doc)) {
         Some(Ok(projected)) => document_hash(&projected),
