@@ -164,6 +164,25 @@ async fn an_incremental_run_upserts_what_changed_and_the_lookback_overlap() {
         status.contains("watermark: updated_at = 2026-01-02 00:05:00"),
         "{status}"
     );
+    // The last runs, newest first, with the totals of their partitions.
+    let runs: Vec<&str> = status
+        .lines()
+        .skip_while(|l| !l.contains("last runs"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .collect();
+    assert_eq!(runs.len(), 2, "{status}");
+    assert!(
+        runs[0].contains(
+            "run 2, incremental: 45 rows read (5 inserted, 30 already present, 10 replaced) in"
+        ),
+        "{status}"
+    );
+    assert!(
+        runs[1]
+            .contains("run 1, full load: 1,000 rows read (1,000 inserted, 0 already present) in"),
+        "{status}"
+    );
     assert_ok(&shiftload(&["verify", path.to_str().unwrap()]));
 
     // Nothing changed: only the overlap is read again.

@@ -101,6 +101,21 @@ async fn reconcile_deletes_what_the_source_lost_names_it_in_a_dry_run_and_keeps_
     let out = assert_ok(&shiftload(&["reconcile", "--force", path]));
     assert_eq!(line(&out, "deleted"), "deleted       100", "{out}");
     assert_eq!(copy(&db).await, table_rows(&table, "id").await);
+    // `status` lists the reconciles that deleted (or tried to), newest
+    // first; the dry run and the refused one are not there.
+    let status = assert_ok(&shiftload(&["status", path]));
+    let history: Vec<&str> = status
+        .lines()
+        .filter(|l| l.contains("  reconcile: ") || l.contains("  run 1"))
+        .collect();
+    assert_eq!(history.len(), 4, "{status}");
+    assert!(history[0].contains("reconcile: 100 deleted in"), "{status}");
+    assert!(history[1].contains("reconcile: 0 deleted in"), "{status}");
+    assert!(history[2].contains("reconcile: 10 deleted in"), "{status}");
+    assert!(
+        history[3].contains("run 1, full load: 400 rows read"),
+        "{status}"
+    );
     drop_db(&db).await;
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    changed_job, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
+    changed_job, history, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
     PartitionStats, PartitionStatus, Planned, Watermark, Window,
 };
 use crate::error::{Error, Result};
@@ -25,6 +25,7 @@ struct Partition {
     lease_until: Option<Instant>,
     failed_by: Option<String>,
     rows: i64,
+    written: PartitionStats,
     error: Option<String>,
 }
 
@@ -41,6 +42,10 @@ struct State {
     claims: u64,
     /// By id; ids sort as the MongoDB store claims (null keys last).
     partitions: BTreeMap<(bool, i64), (String, Partition)>,
+    /// When the generation was planned.
+    started: Option<bson::DateTime>,
+    /// Runs and reconciles, oldest first.
+    history: Vec<history::Entry>,
 }
 
 /// A checkpoint store in memory. Clones of one store share its state when
@@ -109,6 +114,7 @@ impl MemoryStore {
                 lease_until: None,
                 failed_by: None,
                 rows: 0,
+                written: PartitionStats::default(),
                 error: None,
             },
         )
@@ -168,6 +174,7 @@ impl CheckpointStore for MemoryStore {
             s.planned = s.partitions.len();
             s.fingerprint = fingerprint.into();
             s.window = window.cloned();
+            s.started = Some(bson::DateTime::now());
             s.job = Some(JobState::Running);
         });
         Ok(next)
@@ -235,6 +242,7 @@ impl CheckpointStore for MemoryStore {
         self.with_mine(claim, |p| {
             p.state = PartitionState::Done;
             p.rows = stats.rows as i64;
+            p.written = *stats;
             p.lease_until = None;
         })
     }
@@ -293,6 +301,11 @@ impl CheckpointStore for MemoryStore {
             let complete = done == s.planned;
             if complete && s.job == Some(JobState::Running) {
                 s.job = Some(JobState::Complete);
+                let written = history::total(s.partitions.values().map(|(_, p)| &p.written));
+                let full = s.window.as_ref().is_none_or(Window::is_full);
+                let started = s.started.unwrap_or_else(bson::DateTime::now);
+                let entry = history::Entry::run(generation, full, started, written);
+                s.history.push(entry);
                 if let Some(w) = s.window.as_ref().and_then(Window::watermark) {
                     s.watermark = Some(w);
                 }
@@ -322,7 +335,19 @@ impl CheckpointStore for MemoryStore {
                     .collect(),
                 window: s.window.clone(),
                 watermark: s.watermark.clone(),
+                history: s
+                    .history
+                    .iter()
+                    .rev()
+                    .take(history::SHOWN)
+                    .cloned()
+                    .collect(),
             })
         }))
+    }
+
+    async fn record(&self, entry: &history::Entry) -> Result<()> {
+        self.with(|s| s.history.push(entry.clone()));
+        Ok(())
     }
 }

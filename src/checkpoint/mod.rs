@@ -13,6 +13,7 @@
 //! a collection of the target database (several workers on several machines
 //! share it), [`memory::MemoryStore`] in this process (tests, dry runs).
 
+pub mod history;
 pub mod memory;
 pub mod mongo;
 mod window;
@@ -98,11 +99,13 @@ pub struct Claim {
 }
 
 /// What a finished partition wrote.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PartitionStats {
     pub rows: u64,
     pub inserted: u64,
     pub already_present: u64,
+    pub replaced: u64,
+    pub merged: u64,
     pub bytes: u64,
     pub duration: Duration,
 }
@@ -129,6 +132,9 @@ pub struct JobStatus {
     pub window: Option<Window>,
     /// What the last complete generation of an incremental job left.
     pub watermark: Option<Watermark>,
+    /// The last runs and reconciles, newest first (at most
+    /// [`history::SHOWN`]).
+    pub history: Vec<history::Entry>,
 }
 
 impl JobStatus {
@@ -207,8 +213,12 @@ pub trait CheckpointStore: Send + Sync {
     async fn split(&self, claim: &Claim, halves: (Range, Range)) -> Result<()>;
 
     /// Mark the generation complete if every partition is done; its
-    /// window's watermark becomes the job's in the same change.
+    /// window's watermark becomes the job's in the same change. The worker
+    /// whose change marked it complete records the run in the history.
     async fn complete_if_done(&self, generation: i64) -> Result<bool>;
+
+    /// Add `entry` (a reconcile) to the job's history.
+    async fn record(&self, entry: &history::Entry) -> Result<()>;
 
     /// The job's current generation and its partitions; `None` when the
     /// job never ran.

@@ -3,8 +3,9 @@
 //! One document per job (`kind: "job"`, `_id: "job:<name>"`) holds the
 //! current generation, the job's fingerprint and the generation's
 //! [`JobState`]; one document per partition (`kind: "partition"`) its range
-//! (or staged part) and [`PartitionState`]. Workers claim partitions with an
-//! atomic find-and-modify.
+//! (or staged part) and [`PartitionState`]; one document per complete run
+//! or reconcile (`kind: "history"`, [`super::history`]). Workers claim
+//! partitions with an atomic find-and-modify.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 
 use super::{
-    changed_job, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
+    changed_job, history, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
     PartitionStats, PartitionStatus, Planned, Watermark, Window,
 };
 use crate::error::{Error, Result};
@@ -440,6 +441,7 @@ impl CheckpointStore for MongoStore {
             claim,
             doc! {"$set": {"state": as_bson(PartitionState::Done), "rows": s.rows as i64,
                      "inserted": s.inserted as i64, "already_present": s.already_present as i64,
+                     "replaced": s.replaced as i64, "merged": s.merged as i64,
                      "bytes": s.bytes as i64, "duration_ms": s.duration.as_millis() as i64,
                      "finished": DateTime::now()},
             "$unset": {"lease_until": ""}},
@@ -512,7 +514,8 @@ impl CheckpointStore for MongoStore {
         if done < planned {
             return Ok(false);
         }
-        self.coll
+        let r = self
+            .coll
             .update_one(
                 doc! {"_id": self.job_id(), "generation": generation,
                 "state": as_bson(JobState::Running)},
@@ -522,6 +525,9 @@ impl CheckpointStore for MongoStore {
             .map_err(db_err)?;
         // Complete only if the job document is still this generation's.
         self.job_of(generation).await?;
+        if r.modified_count == 1 {
+            history::record_run(&self.coll, &self.job, generation, &job).await?;
+        }
         Ok(true)
     }
 
@@ -568,7 +574,16 @@ impl CheckpointStore for MongoStore {
                 .get_document("watermark")
                 .ok()
                 .and_then(Watermark::from_doc),
+            history: history::recent(&self.coll, &self.job).await?,
         }))
+    }
+
+    async fn record(&self, entry: &history::Entry) -> Result<()> {
+        self.coll
+            .insert_one(entry.to_doc(&self.job))
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 }
 

@@ -121,6 +121,8 @@ pub(super) async fn run_partition(ctx: &Context, claim: Claim) -> PartitionEnd {
                     rows,
                     inserted: writes.inserted,
                     already_present: writes.already_present,
+                    replaced: writes.replaced,
+                    merged: writes.merged,
                     bytes: writes.bytes,
                     duration: started.elapsed(),
                 };

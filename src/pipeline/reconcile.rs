@@ -21,6 +21,7 @@ use bson::doc;
 
 use super::prepare::prepare;
 use super::verify::{bucket, describe, id_value, read_source, read_target, BUCKETS};
+use crate::checkpoint::{history, CheckpointStore};
 use crate::config::JobConfig;
 use crate::error::{Error, Result};
 use crate::mongo::driver_error;
@@ -162,6 +163,13 @@ pub async fn reconcile(job: &JobConfig, options: ReconcileOptions) -> Result<Rec
     }
     keys.cleanup().await;
     out.elapsed = started.elapsed();
+    if !options.dry_run {
+        let store = super::mongo_store(job, &target, &super::prepare::job_name(job), "reconcile");
+        let entry = history::Entry::reconcile(out.deleted, out.elapsed);
+        if let Err(e) = store.record(&entry).await {
+            tracing::warn!(error = %e, "reconcile: cannot record it in the job's history");
+        }
+    }
     Ok(out)
 }
 

@@ -245,6 +245,12 @@ impl Display for Status {
                 m.display()
             )?;
         }
+        if !s.history.is_empty() {
+            writeln!(f, "  last runs, newest first:")?;
+            for entry in &s.history {
+                writeln!(f, "    {entry}")?;
+            }
+        }
         for p in &s.partitions {
             let name = match self.staged {
                 true => format!("part {}", p.work.range.lo + 1),

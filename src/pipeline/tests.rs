@@ -330,6 +330,24 @@ async fn every_partition_is_transferred_once() {
     let again = h.run(RunOptions::default()).await.unwrap();
     assert_eq!(again.generation, s.generation + 1);
     assert_eq!(again.writes.already_present, ROWS as u64);
+    // Each complete generation is in the history once, newest first, with
+    // the totals of its partitions.
+    let status = h.store.status().await.unwrap().unwrap();
+    let runs: Vec<String> = status.history.iter().map(|e| e.to_string()).collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let rows = crate::thousands(ROWS as u64);
+    assert!(
+        runs[0].contains(&format!(
+            "run 2, full load: {rows} rows read (0 inserted, {rows} already present)"
+        )),
+        "{runs:?}"
+    );
+    assert!(
+        runs[1].contains(&format!(
+            "run 1, full load: {rows} rows read ({rows} inserted, 0 already present)"
+        )),
+        "{runs:?}"
+    );
 }
 
 #[tokio::test]
@@ -521,6 +539,9 @@ impl CheckpointStore for Watched {
     }
     async fn status(&self) -> Result<Option<JobStatus>> {
         self.inner.status().await
+    }
+    async fn record(&self, entry: &crate::checkpoint::history::Entry) -> Result<()> {
+        self.inner.record(entry).await
     }
 }
 
