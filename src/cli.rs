@@ -42,6 +42,19 @@ pub struct RunArgs {
     /// watermark (an unfinished run is discarded).
     #[arg(long)]
     pub full_refresh: bool,
+    /// Also write the summary as JSON to FILE (schema: `shiftload schema
+    /// summary`), whatever the outcome, errors included.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Print JSON (schema: `shiftload schema status`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -62,8 +75,9 @@ pub enum Command {
     Run(RunArgs),
     /// Show the partitions and the SQL of each, without writing anything.
     Plan(JobArgs),
-    /// Show the job's progress from its checkpoint.
-    Status(JobArgs),
+    /// Show the job's progress from its checkpoint, its watermark and its
+    /// last runs.
+    Status(StatusArgs),
     /// Prove the target equal to the source (exit 0), or name the documents
     /// that differ (exit 5).
     Verify(JobArgs),
@@ -76,8 +90,12 @@ pub enum Command {
         /// The job file (TOML).
         job: PathBuf,
     },
-    /// Print the JSON Schema of job files.
-    Schema,
+    /// Print a JSON Schema: of job files (`job`), of `run --summary-json`
+    /// (`summary`) or of `status --json` (`status`).
+    Schema {
+        #[arg(value_parser = ["job", "summary", "status"], default_value = "job")]
+        of: String,
+    },
     /// Measure the first stages of a job without writing anything.
     Bench {
         #[command(flatten)]

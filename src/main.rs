@@ -19,14 +19,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     pipeline::report::init_logging(cli.log_format == "json");
     let code = match cli.command {
-        Command::Schema => print(&shiftload::config::json_schema()),
+        Command::Schema { of } => print(&match of.as_str() {
+            "summary" => pipeline::json::summary_schema(),
+            "status" => pipeline::json::status_schema(),
+            _ => shiftload::config::json_schema(),
+        }),
         Command::Validate { job } => match JobConfig::load(&job) {
             Ok(_) => print(&format!("{}: ok\n", job.display())),
             Err(e) => report(&e),
         },
         Command::Run(args) => run(&args),
         Command::Plan(job) => with_job(&job, |j| async move { pipeline::plan(&j).await }, ok),
-        Command::Status(job) => with_job(&job, |j| async move { pipeline::status(&j).await }, ok),
+        Command::Status(args) => with_job(
+            &args.job,
+            |j| async move {
+                let status = pipeline::status(&j).await?;
+                Ok(match args.json {
+                    true => json(&pipeline::json::StatusJson::of(&status)),
+                    false => status.to_string(),
+                })
+            },
+            ok,
+        ),
         Command::Verify(job) => with_job(
             &job,
             |j| async move { pipeline::verify(&j).await },
@@ -118,6 +132,7 @@ fn run(args: &RunArgs) -> u8 {
             pipeline::run(&job, options).await
         });
     bar.iter().for_each(|b| b.finish_and_clear());
+    let file = args.job.job.display().to_string();
     let summary = match outcome {
         Ok(summary) => summary,
         Err(e) => {
@@ -125,14 +140,45 @@ fn run(args: &RunArgs) -> u8 {
             if code == exit::FAILED && !matches!(e, shiftload::Error::Checkpoint(_)) {
                 eprintln!("shiftload: progress is kept; run the same command again to resume");
             }
-            return code;
+            let failed = pipeline::json::SummaryJson::failed(&file, &e.to_string(), code);
+            return write_summary(args, &failed, code);
         }
     };
     let code = summary.exit_code();
     if !args.quiet || code != exit::OK {
         print(&summary.render(&args.job.job));
     }
-    code
+    write_summary(
+        args,
+        &pipeline::json::SummaryJson::of(&file, &summary),
+        code,
+    )
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("JSON serialises") + "\n"
+}
+
+/// Write `--summary-json` (whole, or not at all: through a temporary file);
+/// a summary that cannot be written fails the command.
+fn write_summary(args: &RunArgs, summary: &pipeline::json::SummaryJson, code: u8) -> u8 {
+    let Some(path) = &args.summary_json else {
+        return code;
+    };
+    let temporary = path.with_extension("json.partial");
+    let written =
+        std::fs::write(&temporary, json(summary)).and_then(|_| std::fs::rename(&temporary, path));
+    match written {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write the summary to {} (`--summary-json`): {e}; the run itself \
+                 ended with exit code {code}",
+                path.display()
+            );
+            code.max(exit::FAILED)
+        }
+    }
 }
 
 fn report(e: &shiftload::Error) -> u8 {

@@ -215,6 +215,15 @@ fn committed_json_schema_matches_the_config_types() {
         stdout(&out) == committed,
         "schemas/job.schema.json is stale: regenerate it with `shiftload schema > schemas/job.schema.json`"
     );
+    for of in ["summary", "status"] {
+        let path = format!("{}/schemas/{of}.schema.json", env!("CARGO_MANIFEST_DIR"));
+        let committed = std::fs::read_to_string(path).unwrap();
+        assert!(
+            stdout(&shiftload(&["schema", of])) == committed,
+            "schemas/{of}.schema.json is stale: regenerate it with \
+             `shiftload schema {of} > schemas/{of}.schema.json`"
+        );
+    }
 }
 
 /// Both send paths name the documents the server rejects.

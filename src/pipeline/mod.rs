@@ -20,6 +20,7 @@
 //! marked done only after all its writes are acknowledged.
 
 mod incremental;
+pub mod json;
 mod partition;
 pub mod prepare;
 pub mod reconcile;

@@ -216,6 +216,16 @@ impl Display for Plan {
     }
 }
 
+impl Status {
+    /// `part 3` of a staged job, `[1, 751)` of a key range.
+    pub fn partition_name(&self, work: &crate::plan::Planned) -> String {
+        match self.staged {
+            true => format!("part {}", work.range.lo + 1),
+            false => work.range.describe(None),
+        }
+    }
+}
+
 impl Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Some(s) = &self.status else {
@@ -252,10 +262,7 @@ impl Display for Status {
             }
         }
         for p in &s.partitions {
-            let name = match self.staged {
-                true => format!("part {}", p.work.range.lo + 1),
-                false => p.work.range.describe(None),
-            };
+            let name = self.partition_name(&p.work);
             let owner = p.owner.as_deref().filter(|_| p.state == Running);
             let error = p.error.as_deref().map(|e| format!("  last error: {e}"));
             writeln!(
