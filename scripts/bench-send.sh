@@ -10,16 +10,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROWS=${ROWS:-1000000}
 WRITERS=${WRITERS:-4}
-scripts/services.sh start
-# shellcheck disable=SC1091
-. "${SHIFTLOAD_SERVICES_DIR:-${TMPDIR:-/tmp}/shiftload-services}/env"
-PG=${SHIFTLOAD_PG_URL%%\?*}
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 TABLE=ref_$ROWS
-command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
-python3 -m pip install -q pymongo >/dev/null 2>&1 || true
-if [ "$(psql "$PG" -qAtc "SELECT count(*) FROM $TABLE" 2>/dev/null || echo 0)" != "$ROWS" ]; then
-  sed "s/demo_orders/$TABLE/g" scripts/seed-demo.sql | psql "$PG" -q -v ON_ERROR_STOP=1 -v rows="$ROWS" 2>&1 | grep -v NOTICE >&2 || true
-fi
+reference_table "$TABLE" "$ROWS"
 cargo build --release --quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -181,12 +181,7 @@ pub fn total<'a>(parts: impl IntoIterator<Item = &'a PartitionStats>) -> Partiti
     parts
         .into_iter()
         .fold(PartitionStats::default(), |mut t, p| {
-            t.rows += p.rows;
-            t.inserted += p.inserted;
-            t.already_present += p.already_present;
-            t.replaced += p.replaced;
-            t.merged += p.merged;
-            t.bytes += p.bytes;
+            t.add(p);
             t
         })
 }

@@ -110,6 +110,18 @@ pub struct PartitionStats {
     pub duration: Duration,
 }
 
+impl PartitionStats {
+    /// The counts of `o` added (durations are not).
+    pub fn add(&mut self, o: &PartitionStats) {
+        self.rows += o.rows;
+        self.inserted += o.inserted;
+        self.already_present += o.already_present;
+        self.replaced += o.replaced;
+        self.merged += o.merged;
+        self.bytes += o.bytes;
+    }
+}
+
 /// One partition as `status` shows it.
 #[derive(Debug, Clone)]
 pub struct PartitionStatus {

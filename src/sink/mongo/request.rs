@@ -247,19 +247,23 @@ mod tests {
         RawDocumentBuf::try_from(&d).unwrap().into_bytes()
     }
 
-    #[test]
-    fn an_upsert_request_is_an_update_command_by_id() {
-        let mut r = Request::new(SendMode::InsertMany, Verb::Upsert, "c", 2);
-        r.push(&raw(doc! {"_id": 7i64, "s": "x"})).unwrap();
-        r.push(&raw(doc! {"_id": "k", "n": 1})).unwrap();
+    /// The command a request sends, closed and decoded.
+    fn command(r: Request) -> Document {
         let Body::Command { mut cmd, array_at } = r.body else {
             panic!("an upsert is a command");
         };
         b::end_doc(&mut cmd, array_at);
         b::end_doc(&mut cmd, 0);
-        let cmd = bson::Document::try_from(RawDocumentBuf::from_bytes(cmd).unwrap()).unwrap();
+        Document::try_from(RawDocumentBuf::from_bytes(cmd).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_upsert_request_is_an_update_command_by_id() {
+        let mut r = Request::new(SendMode::InsertMany, Verb::Upsert, "c", 2);
+        r.push(&raw(doc! {"_id": 7i64, "s": "x"})).unwrap();
+        r.push(&raw(doc! {"_id": "k", "n": 1})).unwrap();
         assert_eq!(
-            cmd,
+            command(r),
             doc! {"update": "c", "ordered": false, "updates": [
                 {"q": {"_id": 7i64}, "u": {"_id": 7i64, "s": "x"}, "upsert": true},
                 {"q": {"_id": "k"}, "u": {"_id": "k", "n": 1}, "upsert": true},
@@ -276,14 +280,8 @@ mod tests {
         let mut r =
             Request::new(SendMode::Command, Verb::Upsert, "c", 1).merging(Some(Arc::new(fields)));
         r.push(&raw(doc! {"_id": 7i64, "a": {"b": 1}})).unwrap();
-        let Body::Command { mut cmd, array_at } = r.body else {
-            panic!("an upsert is a command");
-        };
-        b::end_doc(&mut cmd, array_at);
-        b::end_doc(&mut cmd, 0);
-        let cmd = bson::Document::try_from(RawDocumentBuf::from_bytes(cmd).unwrap()).unwrap();
         assert_eq!(
-            cmd,
+            command(r),
             doc! {"update": "c", "ordered": false, "updates": [
                 {"q": {"_id": 7i64}, "u": {"$set": {"a.b": 1}, "$unset": {"s": ""}}, "upsert": true},
             ]}
