@@ -199,7 +199,18 @@ async fn delete(target: &Target, job: &JobConfig, ids: &[Vec<u8>]) -> Result<u64
         .collection::<bson::Document>(&job.target.collection);
     let mut deleted = 0;
     for batch in ids.chunks(DELETE_BATCH) {
-        let values: Vec<bson::Bson> = batch.iter().filter_map(|id| id_value(id)).collect();
+        // A key that cannot be read back is never skipped: its document
+        // would stay while the count says it went.
+        let values = batch
+            .iter()
+            .map(|id| {
+                id_value(id).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "reconcile: an `_id` that cannot be decoded: {id:02x?}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<bson::Bson>>>()?;
         let filter = doc! {"_id": {"$in": values}};
         let res = with_retries(
             &job.retry,
