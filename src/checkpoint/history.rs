@@ -109,8 +109,21 @@ impl Entry {
 }
 
 /// Record generation `generation` of `job` (its job document: `job_doc`)
-/// as complete, with its partitions' totals.
+/// as complete, with its partitions' totals. The history is for people: a
+/// complete run stays complete (and exits 0) when its entry cannot be
+/// written, with a warning.
 pub(super) async fn record_run(
+    coll: &Collection<Document>,
+    job: &str,
+    generation: i64,
+    job_doc: &Document,
+) {
+    if let Err(e) = try_record_run(coll, job, generation, job_doc).await {
+        tracing::warn!(error = %e, generation, "cannot record the run in the job's history");
+    }
+}
+
+async fn try_record_run(
     coll: &Collection<Document>,
     job: &str,
     generation: i64,

@@ -526,7 +526,7 @@ impl CheckpointStore for MongoStore {
         // Complete only if the job document is still this generation's.
         self.job_of(generation).await?;
         if r.modified_count == 1 {
-            history::record_run(&self.coll, &self.job, generation, &job).await?;
+            history::record_run(&self.coll, &self.job, generation, &job).await;
         }
         Ok(true)
     }

@@ -123,7 +123,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
             .with_dead_letter(job.dead_letter.is_some()),
     );
     let fields = (prepared.job.target.on_conflict == OnConflict::Merge).then(|| encoder.fields());
-    let digest = |doc: &[u8]| digest(fields.as_ref(), doc);
+    let hash_of = |doc: &[u8]| digest(fields.as_ref(), doc);
     let plan = source.plan().await?;
     let mut verdict = Verdict {
         namespace: target.namespace().to_string(),
@@ -138,7 +138,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
         let aside = read_source(source.as_ref(), &encoder, work, |id, doc| {
             let c = &mut ours[bucket(id)];
             c.count += 1;
-            c.sum = c.sum.wrapping_add(digest(doc));
+            c.sum = c.sum.wrapping_add(hash_of(doc));
         })
         .await?;
         verdict.set_aside += aside;
@@ -146,7 +146,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
     read_target(&target, false, |id, doc| {
         let c = &mut theirs[bucket(id)];
         c.count += 1;
-        c.sum = c.sum.wrapping_add(digest(doc));
+        c.sum = c.sum.wrapping_add(hash_of(doc));
     })
     .await?;
     verdict.source_docs = ours.iter().map(|c| c.count).sum();
@@ -159,7 +159,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
         for (i, work) in plan.iter().enumerate() {
             read_source(source.as_ref(), &encoder, work, |id, doc| {
                 if differ.contains(&bucket(id)) {
-                    wanted.insert(id.to_vec(), (digest(doc), i));
+                    wanted.insert(id.to_vec(), (hash_of(doc), i));
                 }
             })
             .await?;
@@ -167,7 +167,7 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
         let mut found: Vec<(Vec<u8>, u128)> = Vec::new();
         read_target(&target, false, |id, doc| {
             if differ.contains(&bucket(id)) {
-                found.push((id.to_vec(), digest(doc)));
+                found.push((id.to_vec(), hash_of(doc)));
             }
         })
         .await?;
@@ -186,8 +186,9 @@ pub async fn verify(job: &JobConfig) -> Result<Verdict> {
     Ok(verdict)
 }
 
-/// The hash a document is compared by: of the whole document, or of the
-/// merged `fields` only (a merge job owns only those of each document) (a document that cannot be read hashes whole).
+/// The hash a document is compared by: of the whole document or, for a
+/// merge job (which owns only its fields of each document), of `fields`
+/// projected from it; a document that cannot be projected hashes whole.
 fn digest(fields: Option<&Fields>, doc: &[u8]) -> u128 {
     match fields.map(|f| f.project(doc)) {
         Some(Ok(projected)) => document_hash(&projected),

@@ -49,6 +49,9 @@ pub(super) struct Request {
     bytes: usize,
     /// An upsert merges these fields instead of replacing the document.
     merge: Option<Arc<Fields>>,
+    /// What merging adds to a statement at most (computed once: the
+    /// writer asks for it at every document).
+    merge_overhead: usize,
 }
 
 impl Request {
@@ -80,11 +83,13 @@ impl Request {
             hashes: Vec::new(),
             bytes: 0,
             merge: None,
+            merge_overhead: 0,
         }
     }
 
     /// Upserts merge `fields` into the stored documents.
     pub(super) fn merging(mut self, fields: Option<Arc<Fields>>) -> Self {
+        self.merge_overhead = fields.as_ref().map_or(0, |f| f.merge_overhead());
         self.merge = fields;
         self
     }
@@ -103,7 +108,7 @@ impl Request {
         match self.verb {
             Verb::Insert => 8,
             // {q: {_id}, u: <doc>, upsert: true}
-            Verb::Upsert => 64 + self.merge.as_ref().map_or(0, |f| f.merge_overhead()),
+            Verb::Upsert => 64 + self.merge_overhead,
         }
     }
 
