@@ -46,6 +46,18 @@ pub struct RunArgs {
     /// summary`), whatever the outcome, errors included.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+    /// Off a terminal (or with --no-progress), log a progress line this
+    /// often ("30s", "5m"; "0s": never).
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub progress_every: humantime::Duration,
+    /// Serve Prometheus metrics on http://ADDR/metrics (and /health) while
+    /// the run goes on ("127.0.0.1:9898"; port 0 takes a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With --metrics-addr: keep serving this long after the run, for a
+    /// last scrape ("30s"); SIGINT or SIGTERM ends it early.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub metrics_linger: humantime::Duration,
 }
 
 #[derive(Args)]

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             |j| async move {
                 let status = pipeline::status(&j).await?;
                 Ok(match args.json {
-                    true => json(&pipeline::json::StatusJson::of(&status)),
+                    true => pipeline::json::pretty(&pipeline::json::StatusJson::of(&status)),
                     false => status.to_string(),
                 })
             },
@@ -112,8 +112,9 @@ fn run(args: &RunArgs) -> u8 {
         Ok(job) => job,
         Err(code) => return code,
     };
-    let progress = !args.quiet && !args.no_progress && std::io::stderr().is_terminal();
-    let (bar, on_progress) = pipeline::report::progress(progress);
+    let terminal = std::io::stderr().is_terminal() && !args.no_progress;
+    let shown = pipeline::report::Shown::choose(args.quiet, terminal, *args.progress_every);
+    let (bar, on_progress) = pipeline::report::progress(shown);
     let cancel = CancellationToken::new();
     let options = RunOptions {
         restart: args.restart,
@@ -121,17 +122,34 @@ fn run(args: &RunArgs) -> u8 {
         cancel: cancel.clone(),
         on_progress,
     };
-    let outcome = tokio::runtime::Runtime::new()
-        .expect("the async runtime starts")
-        .block_on(async {
-            tokio::spawn(async move {
-                if pipeline::signals::watch(cancel).await {
-                    std::process::exit(exit::INTERRUPTED as i32);
-                }
-            });
-            pipeline::run(&job, options).await
+    let runtime = tokio::runtime::Runtime::new().expect("the async runtime starts");
+    let (exporter, outcome) = runtime.block_on(async {
+        let watched = cancel.clone();
+        tokio::spawn(async move {
+            if pipeline::signals::watch(watched).await {
+                std::process::exit(exit::INTERRUPTED as i32);
+            }
         });
+        let name = job.name.as_deref().unwrap_or("job");
+        match args.metrics_addr.map(|a| pipeline::observe::serve(a, name)) {
+            Some(serving) => match serving.await {
+                Ok(exporter) => (Some(exporter), pipeline::run(&job, options).await),
+                Err(e) => (None, Err(e)),
+            },
+            None => (None, pipeline::run(&job, options).await),
+        }
+    });
     bar.iter().for_each(|b| b.finish_and_clear());
+    let code = finish(args, outcome);
+    // The summary is out: a last scrape of the final figures may come.
+    if let Some(exporter) = exporter {
+        runtime.block_on(exporter.linger(*args.metrics_linger, &cancel));
+    }
+    code
+}
+
+/// Print and write the run's summary; the exit code.
+fn finish(args: &RunArgs, outcome: shiftload::Result<pipeline::RunSummary>) -> u8 {
     let file = args.job.job.display().to_string();
     let summary = match outcome {
         Ok(summary) => summary,
@@ -148,15 +166,8 @@ fn run(args: &RunArgs) -> u8 {
     if !args.quiet || code != exit::OK {
         print(&summary.render(&args.job.job));
     }
-    write_summary(
-        args,
-        &pipeline::json::SummaryJson::of(&file, &summary),
-        code,
-    )
-}
-
-fn json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).expect("JSON serialises") + "\n"
+    let json = pipeline::json::SummaryJson::of(&file, &summary);
+    write_summary(args, &json, code)
 }
 
 /// Write `--summary-json` (whole, or not at all: through a temporary file);
@@ -165,20 +176,12 @@ fn write_summary(args: &RunArgs, summary: &pipeline::json::SummaryJson, code: u8
     let Some(path) = &args.summary_json else {
         return code;
     };
-    let temporary = path.with_extension("json.partial");
-    let written =
-        std::fs::write(&temporary, json(summary)).and_then(|_| std::fs::rename(&temporary, path));
-    match written {
-        Ok(()) => code,
-        Err(e) => {
-            eprintln!(
-                "error: cannot write the summary to {} (`--summary-json`): {e}; the run itself \
-                 ended with exit code {code}",
-                path.display()
-            );
-            code.max(exit::FAILED)
-        }
-    }
+    let Err(e) = summary.write(path) else {
+        return code;
+    };
+    let path = path.display();
+    eprintln!("error: cannot write the summary to {path} (`--summary-json`): {e}; the run itself ended with exit code {code}");
+    code.max(exit::FAILED)
 }
 
 fn report(e: &shiftload::Error) -> u8 {

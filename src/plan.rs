@@ -126,11 +126,26 @@ impl Range {
 pub struct Planned {
     pub range: Range,
     pub part: Option<String>,
+    /// The rows the planner expects the partition to hold, when it knows
+    /// (for the progress's ETA only: nothing is checked against it).
+    pub rows: Option<u64>,
 }
 
 impl Planned {
     pub fn range(range: Range) -> Self {
-        Planned { range, part: None }
+        Planned {
+            range,
+            part: None,
+            rows: None,
+        }
+    }
+
+    /// The same partition, expected to hold `rows` rows.
+    pub fn expecting(self, rows: u64) -> Self {
+        Planned {
+            rows: Some(rows),
+            ..self
+        }
     }
 
     /// Part `index` of a staged result.
@@ -143,6 +158,7 @@ impl Planned {
                 null: false,
             },
             part: Some(key),
+            rows: None,
         }
     }
 

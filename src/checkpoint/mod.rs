@@ -13,6 +13,7 @@
 //! a collection of the target database (several workers on several machines
 //! share it), [`memory::MemoryStore`] in this process (tests, dry runs).
 
+mod document;
 pub mod history;
 pub mod memory;
 pub mod mongo;

@@ -16,8 +16,8 @@ use mongodb::options::ReturnDocument;
 use mongodb::{Collection, Database};
 
 use super::{
-    changed_job, history, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
-    PartitionStats, PartitionStatus, Planned, Watermark, Window,
+    changed_job, document, history, Begin, CheckpointStore, Claim, JobState, JobStatus,
+    PartitionState, PartitionStats, PartitionStatus, Planned, Watermark, Window,
 };
 use crate::error::{Error, Result};
 use crate::plan::Range;
@@ -41,17 +41,6 @@ fn state<T: serde::de::DeserializeOwned>(d: &Document, key: &str) -> Option<T> {
         .and_then(|b| bson::deserialize_from_bson::<T>(b.clone()).ok())
 }
 
-fn planned_of(d: &Document) -> Planned {
-    Planned {
-        range: Range {
-            lo: d.get_i64("lo").unwrap_or(i64::MIN),
-            hi: d.get_i64("hi").unwrap_or(i64::MAX),
-            null: d.get_bool("null").unwrap_or(false),
-        },
-        part: d.get_str("part").ok().map(str::to_string),
-    }
-}
-
 fn as_bson<T: serde::Serialize>(v: T) -> Bson {
     bson::serialize_to_bson(&v).expect("a state serialises")
 }
@@ -72,20 +61,6 @@ impl MongoStore {
 
     fn lease_until(&self) -> DateTime {
         DateTime::from_millis(DateTime::now().timestamp_millis() + self.lease.as_millis() as i64)
-    }
-
-    fn partition_doc(&self, p: &Planned, generation: i64) -> Document {
-        let r = &p.range;
-        let mut d = doc! {
-            "_id": p.id(&self.job, generation),
-            "kind": "partition", "job": &self.job, "generation": generation,
-            "lo": r.lo, "hi": r.hi, "null": r.null,
-            "state": as_bson(PartitionState::Pending), "attempts": 0i32, "timeouts": 0i32,
-        };
-        if let Some(part) = &p.part {
-            d.insert("part", part);
-        }
-        d
     }
 
     /// Take the planning turn atomically: insert the job document, or move
@@ -158,7 +133,7 @@ impl MongoStore {
             id: d.get_str("_id").unwrap_or_default().to_string(),
             generation,
             token: token.to_hex(),
-            work: planned_of(&d),
+            work: document::planned(&d),
             attempts: d.get_i32("attempts").unwrap_or(1),
             timeouts: d.get_i32("timeouts").unwrap_or(0).max(0) as u32,
         };
@@ -335,7 +310,7 @@ impl CheckpointStore for MongoStore {
         let next = previous + 1;
         let docs: Vec<Document> = partitions
             .iter()
-            .map(|p| self.partition_doc(p, next))
+            .map(|p| document::partition(&self.job, p, next))
             .collect();
         let turn = self.planning_turn(previous);
         let lost = || {
@@ -481,7 +456,7 @@ impl CheckpointStore for MongoStore {
 
     async fn split(&self, claim: &Claim, halves: (Range, Range)) -> Result<()> {
         let (a, b) = halves;
-        let mut second = self.partition_doc(&Planned::range(b), claim.generation);
+        let mut second = document::partition(&self.job, &Planned::range(b), claim.generation);
         second.insert("split_from", &claim.id);
         self.coll.insert_one(second).await.map_err(db_err)?;
         self.coll
@@ -552,7 +527,7 @@ impl CheckpointStore for MongoStore {
         let mut partitions: Vec<PartitionStatus> = docs
             .iter()
             .map(|d| PartitionStatus {
-                work: planned_of(d),
+                work: document::planned(d),
                 state: state(d, "state").unwrap_or(PartitionState::Pending),
                 attempts: d.get_i32("attempts").unwrap_or(0),
                 rows: d.get_i64("rows").unwrap_or(0),

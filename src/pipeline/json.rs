@@ -355,6 +355,17 @@ pub fn status_schema() -> String {
     pretty(&schemars::schema_for!(StatusJson))
 }
 
-fn pretty(schema: &schemars::Schema) -> String {
-    serde_json::to_string_pretty(schema).expect("a schema serialises") + "\n"
+/// `value` as indented JSON, one line feed at the end.
+pub fn pretty<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("JSON serialises") + "\n"
+}
+
+impl SummaryJson {
+    /// Write the summary to `path` whole, or not at all (through a
+    /// temporary file beside it).
+    pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let temporary = path.with_extension("json.partial");
+        std::fs::write(&temporary, pretty(self))?;
+        std::fs::rename(&temporary, path)
+    }
 }

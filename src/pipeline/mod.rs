@@ -21,6 +21,8 @@
 
 mod incremental;
 pub mod json;
+pub mod monitor;
+pub mod observe;
 mod partition;
 pub mod prepare;
 pub mod reconcile;
@@ -41,22 +43,11 @@ use crate::memory::ByteSize;
 use crate::retry::patient;
 use crate::sink::{Target, WriteStats};
 use crate::source::Preview;
+pub use monitor::{Progress, ProgressFn};
 use partition::{Context, Counters};
 pub use prepare::{budget_for, prepare, Prepared};
 pub use reconcile::{reconcile, ReconcileOptions, Reconciled};
 pub use verify::{verify, Verdict};
-
-/// Progress so far, reported after each batch is handed to the sink.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Progress {
-    pub rows_read: u64,
-    pub bson_bytes: u64,
-    pub batches: u64,
-    pub partitions_done: u64,
-}
-
-/// Called with the progress after each batch.
-pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,17 +194,7 @@ pub async fn execute(
         None => None,
     };
     let source = incremental::windowed(prepared, window.as_ref())?;
-    if resumed && !prepared.stable_ids {
-        return Err(Error::config(
-            "mapping.id",
-            format!(
-                "the job `{}` has an unfinished run, and without mapping.id its documents have no \
-                 stable _id: resuming would write some twice. Empty the collection and run with \
-                 --restart, or set mapping.id",
-                prepared.name
-            ),
-        ));
-    }
+    refuse_unstable_resume(prepared, resumed)?;
     let ctx = Arc::new(Context {
         source: source.clone(),
         sink: prepared.sink.clone().expect("prepared to write"),
@@ -222,16 +203,24 @@ pub async fn execute(
         lease: Duration::from_secs(job.checkpoint.lease_seconds),
         cancel: options.cancel.clone(),
         counters: Counters::default(),
-        on_progress: options.on_progress.clone(),
     });
     tracing::info!(job = %prepared.name, generation, resumed, "run started");
     let parallel = job.partition.as_ref().map_or(1, |p| p.parallel);
+    let monitor = Arc::new(monitor::Monitor {
+        ctx: ctx.clone(),
+        budget: prepared.budget.clone(),
+        generation,
+        on_progress: options.on_progress.clone(),
+    });
+    let ticking = partition::AbortOnDrop(monitor.clone().spawn(started));
     let tally = worker::work(ctx.clone(), generation, parallel).await?;
+    drop(ticking);
     if let Some(e) = tally.stop {
         return Err(e);
     }
     let complete = patient(|| store.complete_if_done(generation)).await?;
     let status = patient(|| store.status()).await?;
+    monitor.last(status.as_ref(), started);
     if complete {
         clean_up(source.as_ref(), status.as_ref()).await;
     }
@@ -247,6 +236,23 @@ pub async fn execute(
     summary.window = window;
     summary.watermark = status.and_then(|s| s.watermark);
     Ok(summary)
+}
+
+/// Resuming a job whose documents have no stable `_id` would write some
+/// twice: refuse it.
+fn refuse_unstable_resume(prepared: &Prepared, resumed: bool) -> Result<()> {
+    match resumed && !prepared.stable_ids {
+        true => Err(Error::config(
+            "mapping.id",
+            format!(
+                "the job `{}` has an unfinished run, and without mapping.id its documents have no \
+                 stable _id: resuming would write some twice. Empty the collection and run with \
+                 --restart, or set mapping.id",
+                prepared.name
+            ),
+        )),
+        false => Ok(()),
+    }
 }
 
 /// Remove what the source staged for a complete generation.
@@ -277,24 +283,22 @@ fn summary(
     };
     let target = &prepared.job.target;
     use crate::checkpoint::PartitionState::{Done, Failed};
-    let progress = ctx.counters.snapshot();
+    let counted = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let counters = &ctx.counters;
     let dead_letter = prepared.dead_letter.as_ref();
     RunSummary {
         namespace: format!("{}.{}", target.database, target.collection),
         job: prepared.name.clone(),
         generation,
         outcome,
-        rows_read: progress.rows_read,
-        batches: progress.batches,
+        rows_read: counted(&counters.rows),
+        batches: counted(&counters.batches),
         writes: tally.writes,
         partitions_total: status.map_or(0, |s| s.partitions.len()),
         partitions_done: status.map_or(0, |s| s.count(Done)),
         partitions_failed: status.map_or(0, |s| s.count(Failed)),
-        partitions_here: progress.partitions_done,
-        retries: ctx
-            .counters
-            .retries
-            .load(std::sync::atomic::Ordering::Relaxed),
+        partitions_here: counted(&counters.partitions),
+        retries: counted(&counters.retries),
         failures: tally.failures,
         rejected: dead_letter.map_or(0, |d| d.count()),
         dead_letter_path: dead_letter.map(|d| d.path().to_path_buf()),

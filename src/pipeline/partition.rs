@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Progress, ProgressFn};
 use crate::checkpoint::{CheckpointStore, Claim, PartitionStats};
 use crate::error::{Class, Error, Result};
 use crate::plan::Range;
@@ -24,7 +23,6 @@ pub(super) struct Context {
     pub lease: Duration,
     pub cancel: CancellationToken,
     pub counters: Counters,
-    pub on_progress: ProgressFn,
 }
 
 #[derive(Default)]
@@ -34,17 +32,14 @@ pub(super) struct Counters {
     pub batches: AtomicU64,
     pub partitions: AtomicU64,
     pub retries: AtomicU64,
+    /// Rows read by attempts still going on.
+    pub unsettled: AtomicU64,
 }
 
-impl Counters {
-    pub fn snapshot(&self) -> Progress {
-        Progress {
-            rows_read: self.rows.load(Ordering::Relaxed),
-            bson_bytes: self.bytes.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-            partitions_done: self.partitions.load(Ordering::Relaxed),
-        }
-    }
+/// Time spent in a stage, in the `shiftload_stage_seconds` metric.
+fn busy(stage: &'static str, since: Instant) {
+    metrics::histogram!("shiftload_stage_seconds", "stage" => stage)
+        .record(since.elapsed().as_secs_f64());
 }
 
 /// How one claimed partition ended.
@@ -59,7 +54,8 @@ pub(super) enum PartitionEnd {
     Stop(Error),
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task aborted when this is dropped.
+pub(super) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -210,6 +206,8 @@ async fn after_error(
         }
         Decision::Retry(delay) => {
             ctx.counters.retries.fetch_add(1, Ordering::Relaxed);
+            let class = format!("{:?}", error.class()).to_lowercase();
+            metrics::counter!("shiftload_retries_total", "class" => class).increment(1);
             tracing::warn!(partition = %claim.id, error = %message, ?delay, "retrying");
             let timeout = error.class() == Class::Timeout;
             if let Err(e) = in_turn(turn, || ctx.store.retrying(claim, &message, timeout)).await {
@@ -249,14 +247,16 @@ async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats, boo
         Err(e) => return (Err(e), WriteStats::default(), false),
     };
     let mut handed = false;
+    let mut read = 0u64;
     let pumped = async {
-        let mut rows = 0u64;
         loop {
+            let waited = Instant::now();
             let next = tokio::select! {
                 next = source.next_batch() => next,
-                _ = ctx.cancel.cancelled() => return Ok(rows),
+                _ = ctx.cancel.cancelled() => return Ok(()),
             };
-            let Some(next) = next else { return Ok(rows) };
+            busy("read", waited);
+            let Some(next) = next else { return Ok(()) };
             let SourceBatch {
                 batch,
                 permit,
@@ -264,22 +264,27 @@ async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats, boo
             } = next?;
             let n = batch.num_rows() as u64;
             handed = true;
+            let handing = Instant::now();
             let bytes = sink.write(batch, permit, rejects).await?;
-            rows += n;
+            busy("write", handing);
+            read += n;
             let c = &ctx.counters;
             c.rows.fetch_add(n, Ordering::Relaxed);
+            c.unsettled.fetch_add(n, Ordering::Relaxed);
             c.bytes.fetch_add(bytes, Ordering::Relaxed);
             c.batches.fetch_add(1, Ordering::Relaxed);
-            (ctx.on_progress)(&c.snapshot());
         }
     }
     .await;
     // Whatever stopped the pump, the writes already handed to the sink are
     // awaited: nothing fetched and encoded before a failure is thrown away.
+    let finishing = Instant::now();
     let finished = sink.finish().await;
+    busy("finish", finishing);
     let writes = sink.stats();
+    ctx.counters.unsettled.fetch_sub(read, Ordering::Relaxed);
     match (pumped, finished) {
         (Err(e), _) | (Ok(_), Err(e)) => (Err(e), writes, handed),
-        (Ok(rows), Ok(())) => (Ok(rows), writes, handed),
+        (Ok(()), Ok(())) => (Ok(read), writes, handed),
     }
 }

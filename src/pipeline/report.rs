@@ -298,37 +298,103 @@ impl Display for DrainSummary {
     }
 }
 
-/// A spinner on the terminal (when `show`) and the progress callback that
-/// feeds it.
-pub fn progress(show: bool) -> (Option<ProgressBar>, ProgressFn) {
-    let bar = show.then(|| {
-        let bar = ProgressBar::new_spinner();
-        let style = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}");
-        bar.set_style(style.expect("valid template"));
+/// How the progress is shown.
+#[derive(Debug, Clone, Copy)]
+pub enum Shown {
+    /// A bar on the terminal.
+    Bar,
+    /// A log line this often (`shiftload::progress`, at INFO); zero: never.
+    Lines(std::time::Duration),
+    Nothing,
+}
+
+impl Shown {
+    /// Nothing when `quiet`; a bar on a `terminal`; else lines `every` so often.
+    pub fn choose(quiet: bool, terminal: bool, every: std::time::Duration) -> Self {
+        match (quiet, terminal) {
+            (true, _) => Shown::Nothing,
+            (false, true) => Shown::Bar,
+            (false, false) => Shown::Lines(every),
+        }
+    }
+}
+
+fn duration_text(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// The progress in words: rows (of those expected), bytes, rate, ETA.
+pub fn progress_text(p: &Progress) -> String {
+    let mut text = format!("{} rows", thousands(p.rows_done));
+    if let Some(expected) = p.rows_expected.filter(|e| *e > 0) {
+        let share = 100.0 * p.rows_done as f64 / expected as f64;
+        let _ = write!(text, " of ~{} ({share:.0} %)", thousands(expected));
+    }
+    let _ = write!(
+        text,
+        ", {} BSON written here, {} rows/s",
+        bytes(p.bson_bytes),
+        thousands(p.rate as u64)
+    );
+    if let Some(eta) = p.eta {
+        let _ = write!(text, ", ETA {}", duration_text(eta));
+    }
+    text
+}
+
+/// The progress bar (for [`Shown::Bar`]) and the callback that feeds it or
+/// logs the progress lines.
+pub fn progress(shown: Shown) -> (Option<ProgressBar>, ProgressFn) {
+    let bar = matches!(shown, Shown::Bar).then(|| {
+        let bar = ProgressBar::new(0);
+        let template = "{spinner} {elapsed_precise} [{bar:24}] {pos}/{len} partitions  {msg}";
+        let style = ProgressStyle::with_template(template).expect("valid template");
+        bar.set_style(style.progress_chars("=> "));
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         bar
     });
-    let shown = bar.clone();
-    let started = std::time::Instant::now();
-    let on_progress = Arc::new(move |p: &Progress| {
-        if let Some(bar) = &shown {
-            let rate = p.rows_read as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            bar.set_message(format!(
-                "{} rows read, {rate:.0} rows/s, {} BSON, {} partitions done here",
-                thousands(p.rows_read),
-                bytes(p.bson_bytes),
-                p.partitions_done
-            ));
+    let shown_bar = bar.clone();
+    let logged = std::sync::Mutex::new(std::time::Duration::ZERO);
+    let on_progress = Arc::new(move |p: &Progress| match shown {
+        Shown::Bar => {
+            let bar = shown_bar.as_ref().expect("a bar to show");
+            if let Some(n) = p.partitions {
+                bar.set_length(n.total as u64);
+                bar.set_position((n.done + n.failed) as u64);
+            }
+            bar.set_message(progress_text(p));
         }
+        Shown::Lines(every) if !every.is_zero() => {
+            let mut last = logged.lock().expect("not poisoned");
+            if p.elapsed >= *last + every {
+                *last = p.elapsed;
+                let (done, total) = p.partitions.map_or((0, 0), |n| (n.done, n.total));
+                tracing::info!(
+                    target: "shiftload::progress",
+                    partitions_done = done,
+                    partitions = total,
+                    rows = p.rows_done,
+                    eta_seconds = p.eta.map(|e| e.as_secs()),
+                    "{done}/{total} partitions, {}",
+                    progress_text(p)
+                );
+            }
+        }
+        _ => {}
     });
     (bar, on_progress)
 }
 
 /// Logs on stderr, human or JSON lines; `SHIFTLOAD_LOG` filters them
-/// (default: warnings and errors).
+/// (default: warnings, errors and the progress lines of `run`).
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHIFTLOAD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shiftload::progress=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(crate::redact::Stderr);

@@ -23,7 +23,10 @@ pub(super) struct Tally {
 impl Tally {
     fn record(&mut self, end: PartitionEnd, ctx: &Context) {
         match end {
-            PartitionEnd::Done(w) | PartitionEnd::Released(w) => self.writes.add(w),
+            PartitionEnd::Done(w) | PartitionEnd::Released(w) => {
+                count_documents(&w);
+                self.writes.add(w)
+            }
             PartitionEnd::Failed(e) => self.failures.push(e),
             PartitionEnd::Split => {}
             PartitionEnd::Stop(e) => {
@@ -33,6 +36,21 @@ impl Tally {
             }
         }
     }
+}
+
+/// What a partition wrote, in the `shiftload_documents_total` metric.
+fn count_documents(w: &WriteStats) {
+    for (result, n) in [
+        ("inserted", w.inserted),
+        ("already_present", w.already_present),
+        ("replaced", w.replaced),
+        ("merged", w.merged),
+        ("kept", w.kept),
+        ("rejected", w.rejected),
+    ] {
+        metrics::counter!("shiftload_documents_total", "result" => result).increment(n);
+    }
+    metrics::counter!("shiftload_requests_total").increment(w.requests);
 }
 
 fn joined(r: std::result::Result<PartitionEnd, tokio::task::JoinError>) -> PartitionEnd {

@@ -127,7 +127,20 @@ impl Source for QuerySource {
 
     async fn plan(&self) -> Result<Vec<Planned>> {
         let r = with_retries(&self.retry, "plan the partitions", || self.ranges()).await?;
-        Ok(r.ranges.into_iter().map(Planned::range).collect())
+        let n = r.ranges.len() as u64;
+        // The key statistics' count, shared out evenly: what the progress
+        // shows an ETA from (the partitions' own sizes are not counted).
+        Ok(r.ranges
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| match r.rows {
+                Some(rows) => {
+                    let share = rows / n + u64::from((i as u64) < rows % n);
+                    Planned::range(range).expecting(share)
+                }
+                None => Planned::range(range),
+            })
+            .collect())
     }
 
     async fn preview(&self) -> Result<Preview> {
