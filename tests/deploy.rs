@@ -238,6 +238,12 @@ async fn the_jobs_pods_share_one_run_locally() {
             assert!(parsed.is_object(), "{line}");
         }
         assert!(!stderr(&out).contains(&pg_url()) && !stderr(&out).contains(&mongo_uri()));
+        let url = url::Url::parse(&pg_url()).unwrap();
+        let password = url.password().expect("the test source has a password");
+        assert!(
+            !stderr(&out).contains(password),
+            "pod {index} logged the password"
+        );
         let summary = dir.path().join(format!("summary-{index}.json"));
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
