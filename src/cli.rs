@@ -85,6 +85,9 @@ pub struct ReconcileArgs {
 pub enum Command {
     /// Run a transfer job (or join it as another worker, or resume it).
     Run(RunArgs),
+    /// Write the job's result as Parquet parts and a manifest under its
+    /// `[export] location` (resumable, shared by several workers).
+    Export(RunArgs),
     /// Show the partitions and the SQL of each, without writing anything.
     Plan(JobArgs),
     /// Show the job's progress from its checkpoint, its watermark and its

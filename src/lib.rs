@@ -41,6 +41,7 @@ pub mod filter;
 pub mod kind;
 pub mod memory;
 pub mod mongo;
+pub mod objects;
 pub mod pipeline;
 pub mod plan;
 pub mod redact;

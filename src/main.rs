@@ -28,7 +28,8 @@ fn main() -> ExitCode {
             Ok(_) => print(&format!("{}: ok\n", job.display())),
             Err(e) => report(&e),
         },
-        Command::Run(args) => run(&args),
+        Command::Run(args) => run(&args, false),
+        Command::Export(args) => run(&args, true),
         Command::Plan(job) => with_job(&job, |j| async move { pipeline::plan(&j).await }, ok),
         Command::Status(args) => with_job(
             &args.job,
@@ -107,7 +108,7 @@ where
     }
 }
 
-fn run(args: &RunArgs) -> u8 {
+fn run(args: &RunArgs, export: bool) -> u8 {
     let job = match load(&args.job) {
         Ok(job) => job,
         Err(code) => return code,
@@ -119,6 +120,7 @@ fn run(args: &RunArgs) -> u8 {
     let options = RunOptions {
         restart: args.restart,
         full_refresh: args.full_refresh,
+        export,
         cancel: cancel.clone(),
         on_progress,
     };

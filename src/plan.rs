@@ -9,7 +9,7 @@
 //! is NULL get a partition of their own.
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::sql::{quote_ident, subquery, trim_query};
@@ -74,7 +74,7 @@ pub enum Boundary {
 }
 
 /// The type of the partition key, which decides units and literals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyType {
     Int,
     /// Days since 1970-01-01.
@@ -87,7 +87,7 @@ pub enum KeyType {
 
 /// One partition: a key range `[lo, hi)` (`i64::MIN`/`i64::MAX` for open
 /// ends), the NULL keys, or the whole query when the job is not partitioned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Range {
     pub lo: i64,
     pub hi: i64,
@@ -122,7 +122,7 @@ impl Range {
 
 /// One partition of a plan: a key range, or a staged part (its object key;
 /// the range then only orders the parts).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Planned {
     pub range: Range,
     pub part: Option<String>,

@@ -21,7 +21,7 @@ use crate::error::Result;
 pub const SHOWN: usize = 10;
 
 /// What an entry records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// A complete generation: `"full load"` or `"incremental"`.
     Run { generation: i64, mode: String },
@@ -30,7 +30,7 @@ pub enum Kind {
 }
 
 /// One run or reconcile.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub kind: Kind,
     pub finished: DateTime,

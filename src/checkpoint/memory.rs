@@ -1,19 +1,27 @@
-//! The checkpoint in this process's memory: the same rules as the MongoDB
-//! store, for tests of the pipeline and for runs that need no resume.
+//! The checkpoint as one state with the same rules as the MongoDB store:
+//! kept in this process's memory (tests of the pipeline, runs that need no
+//! resume), or persisted in an object store beside an export's parts
+//! ([`MemoryStore::in_objects`]), where every change is a new version
+//! written only if no other worker wrote it first (see
+//! [`super::objects`]), so workers on several machines share it.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
+use super::objects::Versions;
 use super::{
     changed_job, history, Begin, CheckpointStore, Claim, JobState, JobStatus, PartitionState,
     PartitionStats, PartitionStatus, Planned, Watermark, Window,
 };
 use crate::error::{Error, Result};
+use crate::objects::Location;
 use crate::plan::Range;
 
+#[derive(Clone, Serialize, Deserialize)]
 struct Partition {
     work: Planned,
     state: PartitionState,
@@ -22,14 +30,16 @@ struct Partition {
     owner: Option<String>,
     /// The token of the claim that holds the partition.
     token: Option<String>,
-    lease_until: Option<Instant>,
+    /// When the lease ends, in milliseconds since the epoch (the clock of
+    /// the worker that took or renewed it, as the MongoDB store does).
+    lease_until: Option<i64>,
     failed_by: Option<String>,
     rows: i64,
     written: PartitionStats,
     error: Option<String>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct State {
     generation: i64,
     job: Option<JobState>,
@@ -40,7 +50,11 @@ struct State {
     planned: usize,
     /// Claims made so far: the next claim's token.
     claims: u64,
-    /// By id; ids sort as the MongoDB store claims (null keys last).
+    /// The worker holding the planning turn, and its renewals.
+    planner: Option<String>,
+    beat: u64,
+    /// By key; ids sort as the MongoDB store claims (null keys last).
+    #[serde(with = "by_key")]
     partitions: BTreeMap<(bool, i64), (String, Partition)>,
     /// When the generation was planned.
     started: Option<bson::DateTime>,
@@ -48,13 +62,47 @@ struct State {
     history: Vec<history::Entry>,
 }
 
-/// A checkpoint store in memory. Clones of one store share its state when
-/// wrapped in an `Arc`; each worker has its own `owner`.
+/// The partitions as a list (a map keyed by a pair has no JSON form).
+mod by_key {
+    use super::*;
+
+    type Map = BTreeMap<(bool, i64), (String, Partition)>;
+
+    pub fn serialize<S: serde::Serializer>(
+        map: &Map,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(map.values())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Map, D::Error> {
+        let list: Vec<(String, Partition)> = Deserialize::deserialize(d)?;
+        Ok(list
+            .into_iter()
+            .map(|(id, p)| ((p.work.range.null, p.work.range.lo), (id, p)))
+            .collect())
+    }
+}
+
+fn now_ms() -> i64 {
+    bson::DateTime::now().timestamp_millis()
+}
+
+enum Backing {
+    Memory(Arc<Mutex<State>>),
+    Objects(Arc<Versions>),
+}
+
+/// A checkpoint store in memory or in an object store. Workers of one job
+/// share its state through [`MemoryStore::worker`] (in memory) or the
+/// location (in objects); each has its own `owner`.
 pub struct MemoryStore {
     job: String,
     owner: String,
     lease: Duration,
-    state: std::sync::Arc<Mutex<State>>,
+    backing: Backing,
 }
 
 impl MemoryStore {
@@ -63,7 +111,17 @@ impl MemoryStore {
             job: job.into(),
             owner: owner.into(),
             lease,
-            state: Default::default(),
+            backing: Backing::Memory(Default::default()),
+        }
+    }
+
+    /// The job's checkpoint kept under `<location>_shiftload/<job>/`.
+    pub fn in_objects(location: &Location, job: &str, owner: &str, lease: Duration) -> Self {
+        MemoryStore {
+            job: job.into(),
+            owner: owner.into(),
+            lease,
+            backing: Backing::Objects(Arc::new(Versions::new(location, job))),
         }
     }
 
@@ -73,17 +131,41 @@ impl MemoryStore {
             job: self.job.clone(),
             owner: owner.into(),
             lease: self.lease,
-            state: self.state.clone(),
+            backing: match &self.backing {
+                Backing::Memory(m) => Backing::Memory(m.clone()),
+                Backing::Objects(v) => Backing::Objects(v.clone()),
+            },
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        f(&mut self.state.lock().expect("not poisoned"))
+    /// Apply `f` to the state. In objects: to the latest version, written
+    /// back as the next one only if `f` changed it; when another worker
+    /// wrote that version first, `f` runs again on theirs.
+    async fn with<T>(&self, mut f: impl FnMut(&mut State) -> T) -> Result<T> {
+        let versions = match &self.backing {
+            Backing::Memory(m) => return Ok(f(&mut m.lock().expect("not poisoned"))),
+            Backing::Objects(v) => v,
+        };
+        loop {
+            let (version, bytes) = versions.latest().await?;
+            let mut state: State = match &bytes {
+                Some(b) => serde_json::from_slice(b).map_err(|e| {
+                    Error::Checkpoint(format!("{}: unreadable: {e}", versions.describe(version)))
+                })?,
+                None => State::default(),
+            };
+            let before = serde_json::to_vec(&state).expect("serializable");
+            let out = f(&mut state);
+            let after = serde_json::to_vec(&state).expect("serializable");
+            if after == before || versions.write(version + 1, after).await? {
+                return Ok(out);
+            }
+        }
     }
 
     /// Apply `f` to the claimed partition if this worker still owns it; an
     /// error when the partition is gone (the run was restarted under it).
-    fn with_mine(&self, claim: &Claim, f: impl FnOnce(&mut Partition)) -> Result<()> {
+    async fn with_mine(&self, claim: &Claim, mut f: impl FnMut(&mut Partition)) -> Result<()> {
         self.with(|s| {
             let key = (claim.work.range.null, claim.work.range.lo);
             match s.partitions.get_mut(&key) {
@@ -99,6 +181,7 @@ impl MemoryStore {
                 ))),
             }
         })
+        .await?
     }
 
     fn partition(&self, work: Planned, generation: i64) -> (String, Partition) {
@@ -124,31 +207,49 @@ impl MemoryStore {
 #[async_trait]
 impl CheckpointStore for MemoryStore {
     async fn begin(&self, fingerprint: &str, restart: bool) -> Result<Begin> {
+        let mut restart = restart;
+        // The planning turn's renewals as last seen, and since when (this
+        // worker's own clock): unrenewed for a whole lease, it is stale.
+        let mut seen: Option<(u64, Instant)> = None;
         loop {
-            let turn = self.with(|s| {
-                if restart {
-                    s.partitions.clear();
-                    s.job = Some(JobState::Complete);
-                }
-                match s.job {
-                    Some(JobState::Running) if s.fingerprint != fingerprint => {
-                        Some(Err(changed_job(&self.job)))
+            let stale =
+                |beat: u64| seen.is_some_and(|(b, at)| b == beat && at.elapsed() >= self.lease);
+            let turn = self
+                .with(|s| {
+                    if restart {
+                        s.partitions.clear();
+                        s.job = Some(JobState::Complete);
+                        s.planner = None;
                     }
-                    Some(JobState::Running) => Some(Ok(Begin::Resume {
-                        generation: s.generation,
-                    })),
-                    Some(JobState::Planning) => None,
-                    Some(JobState::Complete) | None => {
-                        s.job = Some(JobState::Planning);
-                        Some(Ok(Begin::Plan {
-                            previous: s.generation,
-                        }))
+                    match s.job {
+                        Some(JobState::Running) if s.fingerprint != fingerprint => {
+                            Some(Err(changed_job(&self.job)))
+                        }
+                        Some(JobState::Running) => Some(Ok(Begin::Resume {
+                            generation: s.generation,
+                        })),
+                        Some(JobState::Planning) if !stale(s.beat) => None,
+                        Some(JobState::Planning | JobState::Complete) | None => {
+                            s.job = Some(JobState::Planning);
+                            s.planner = Some(self.owner.clone());
+                            s.beat += 1;
+                            Some(Ok(Begin::Plan {
+                                previous: s.generation,
+                            }))
+                        }
                     }
-                }
-            });
+                })
+                .await?;
+            restart = false;
             match turn {
                 Some(r) => return r,
-                None => tokio::time::sleep(Duration::from_millis(20)).await,
+                None => {
+                    let beat = self.with(|s| s.beat).await?;
+                    if seen.is_none_or(|(b, _)| b != beat) {
+                        seen = Some((beat, Instant::now()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
             }
         }
     }
@@ -161,36 +262,59 @@ impl CheckpointStore for MemoryStore {
         window: Option<&Window>,
     ) -> Result<i64> {
         let next = previous + 1;
-        let docs: Vec<_> = partitions
+        let docs: BTreeMap<_, _> = partitions
             .iter()
             .map(|p| self.partition(p.clone(), next))
+            .map(|(id, p)| ((p.work.range.null, p.work.range.lo), (id, p)))
             .collect();
         self.with(|s| {
-            s.partitions = docs
-                .into_iter()
-                .map(|(id, p)| ((p.work.range.null, p.work.range.lo), (id, p)))
-                .collect();
+            if !self.holds_turn(s, previous) {
+                return Err(Error::Checkpoint(
+                    "this worker's planning turn was taken by another worker or a restart \
+                     while it planned; run the job again"
+                        .into(),
+                ));
+            }
+            s.partitions = docs.clone();
             s.generation = next;
             s.planned = s.partitions.len();
             s.fingerprint = fingerprint.into();
             s.window = window.cloned();
             s.started = Some(bson::DateTime::now());
             s.job = Some(JobState::Running);
-        });
-        Ok(next)
+            s.planner = None;
+            Ok(next)
+        })
+        .await?
     }
 
     async fn renew_plan(&self, previous: i64) -> Result<bool> {
-        Ok(self.with(|s| s.job == Some(JobState::Planning) && s.generation == previous))
+        self.with(|s| {
+            let mine = self.holds_turn(s, previous);
+            s.beat += mine as u64;
+            mine
+        })
+        .await
     }
 
-    async fn abandon_plan(&self, _previous: i64) {
-        self.with(|s| s.job = Some(JobState::Complete));
+    async fn abandon_plan(&self, previous: i64) {
+        let abandoned = self
+            .with(|s| {
+                if self.holds_turn(s, previous) {
+                    s.job = Some(JobState::Complete);
+                    s.planner = None;
+                }
+            })
+            .await;
+        if let Err(e) = abandoned {
+            tracing::warn!(error = %e, "cannot give the planning turn back");
+        }
     }
 
     async fn claim(&self, generation: i64) -> Result<Option<Claim>> {
-        let now = Instant::now();
-        Ok(self.with(|s| {
+        let now = now_ms();
+        let lease = self.lease.as_millis() as i64;
+        self.with(|s| {
             if s.generation != generation {
                 return None;
             }
@@ -202,7 +326,7 @@ impl CheckpointStore for MemoryStore {
             })?;
             p.state = PartitionState::Running;
             p.owner = Some(self.owner.clone());
-            p.lease_until = Some(now + self.lease);
+            p.lease_until = Some(now + lease);
             p.attempts += 1;
             s.claims += 1;
             let token = s.claims.to_string();
@@ -215,27 +339,32 @@ impl CheckpointStore for MemoryStore {
                 attempts: p.attempts,
                 timeouts: p.timeouts,
             })
-        }))
+        })
+        .await
     }
 
     async fn heartbeat(&self, claim: &Claim) -> Result<bool> {
         let mut ours = false;
+        let until = now_ms() + self.lease.as_millis() as i64;
         self.with_mine(claim, |p| {
-            if p.state == PartitionState::Running {
-                p.lease_until = Some(Instant::now() + self.lease);
-                ours = true;
+            ours = p.state == PartitionState::Running;
+            if ours {
+                p.lease_until = Some(until);
             }
-        })?;
+        })
+        .await?;
         Ok(ours)
     }
 
     async fn retrying(&self, claim: &Claim, error: &str, timeout: bool) -> Result<()> {
+        let until = now_ms() + self.lease.as_millis() as i64;
         self.with_mine(claim, |p| {
             p.attempts += 1;
             p.timeouts += timeout as u32;
             p.error = Some(error.into());
-            p.lease_until = Some(Instant::now() + self.lease);
+            p.lease_until = Some(until);
         })
+        .await
     }
 
     async fn done(&self, claim: &Claim, stats: &PartitionStats) -> Result<()> {
@@ -245,6 +374,7 @@ impl CheckpointStore for MemoryStore {
             p.written = *stats;
             p.lease_until = None;
         })
+        .await
     }
 
     async fn failed(&self, claim: &Claim, error: &str) -> Result<()> {
@@ -254,6 +384,7 @@ impl CheckpointStore for MemoryStore {
             p.failed_by = Some(self.owner.clone());
             p.lease_until = None;
         })
+        .await
     }
 
     async fn release(&self, claim: &Claim) -> Result<()> {
@@ -265,24 +396,40 @@ impl CheckpointStore for MemoryStore {
                 p.lease_until = None;
             }
         })
+        .await
     }
 
     async fn split(&self, claim: &Claim, halves: (Range, Range)) -> Result<()> {
         let (a, b) = halves;
         let (id, second) = self.partition(Planned::range(b), claim.generation);
-        self.with_mine(claim, |p| {
+        let key = (claim.work.range.null, claim.work.range.lo);
+        self.with(|s| {
+            let mine = matches!(s.partitions.get(&key),
+                Some((_, p)) if s.generation == claim.generation
+                    && p.token.as_deref() == Some(&claim.token));
+            if !mine {
+                // Gone (an error) or taken over (left to its new holder).
+                return match s.partitions.contains_key(&key) && s.generation == claim.generation {
+                    true => Ok(()),
+                    false => Err(Error::Checkpoint(format!(
+                        "partition {} is gone: the run was restarted under this worker",
+                        claim.id
+                    ))),
+                };
+            }
+            let (_, p) = s.partitions.get_mut(&key).expect("checked");
             p.work.range.hi = a.hi;
             p.state = PartitionState::Pending;
             p.timeouts = 0;
             p.owner = None;
             p.token = None;
             p.lease_until = None;
-        })?;
-        self.with(|s| {
-            s.partitions.insert((b.null, b.lo), (id, second));
+            s.partitions
+                .insert((b.null, b.lo), (id.clone(), second.clone()));
             s.planned += 1;
-        });
-        Ok(())
+            Ok(())
+        })
+        .await?
     }
 
     async fn complete_if_done(&self, generation: i64) -> Result<bool> {
@@ -312,10 +459,11 @@ impl CheckpointStore for MemoryStore {
             }
             Ok(complete)
         })
+        .await?
     }
 
     async fn status(&self) -> Result<Option<JobStatus>> {
-        Ok(self.with(|s| {
+        self.with(|s| {
             let state = s.job?;
             Some(JobStatus {
                 job: self.job.clone(),
@@ -343,11 +491,19 @@ impl CheckpointStore for MemoryStore {
                     .cloned()
                     .collect(),
             })
-        }))
+        })
+        .await
     }
 
     async fn record(&self, entry: &history::Entry) -> Result<()> {
-        self.with(|s| s.history.push(entry.clone()));
-        Ok(())
+        self.with(|s| s.history.push(entry.clone())).await
+    }
+}
+
+impl MemoryStore {
+    fn holds_turn(&self, s: &State, previous: i64) -> bool {
+        s.job == Some(JobState::Planning)
+            && s.generation == previous
+            && s.planner.as_deref() == Some(&self.owner)
     }
 }

@@ -17,6 +17,7 @@ mod document;
 pub mod history;
 pub mod memory;
 pub mod mongo;
+mod objects;
 mod window;
 
 use std::fmt;
@@ -100,7 +101,7 @@ pub struct Claim {
 }
 
 /// What a finished partition wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStats {
     pub rows: u64,
     pub inserted: u64,

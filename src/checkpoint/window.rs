@@ -9,7 +9,7 @@ use crate::sql::quote_ident;
 /// The rows a generation reads: those whose `column` is above `since`
 /// (every row when `None`: a full load). `upto` is the column's maximum
 /// when the generation was planned: the watermark it leaves once complete.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub column: String,
     pub kind: KeyType,
@@ -19,7 +19,7 @@ pub struct Window {
 
 /// The watermark of the last complete run: every row whose column was at
 /// most `value` when it was planned has been written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Watermark {
     pub column: String,
     pub kind: KeyType,

@@ -16,11 +16,15 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+mod env;
+mod export;
+use env::expand;
 mod fingerprint;
 mod iam;
 mod incremental;
 mod mapping;
 mod toml_error;
+pub use export::{Compression, ExportConfig};
 pub use fingerprint::fingerprint;
 pub use iam::{IamConfig, IamSetting, SourceUrl};
 pub use incremental::{IncrementalConfig, Lookback, ReconcileConfig};
@@ -32,8 +36,13 @@ pub use mapping::*;
 pub struct JobConfig {
     /// Where rows come from.
     pub source: SourceConfig,
-    /// Where documents go.
+    /// Where documents go (`shiftload run`). A job with an `[export]`
+    /// may have none.
+    #[serde(default)]
     pub target: TargetConfig,
+    /// Where Parquet parts go (`shiftload export`).
+    #[serde(default)]
+    pub export: Option<ExportConfig>,
     /// How result columns become document fields.
     #[serde(default)]
     pub mapping: MappingConfig,
@@ -292,6 +301,21 @@ pub enum SendMode {
     Command,
 }
 
+impl Default for TargetConfig {
+    /// No target (an export-only job).
+    fn default() -> Self {
+        TargetConfig {
+            uri: String::new(),
+            database: String::new(),
+            collection: String::new(),
+            writers: default_writers(),
+            send: SendMode::default(),
+            write_batch_docs: default_write_batch_docs(),
+            on_conflict: OnConflict::default(),
+        }
+    }
+}
+
 fn default_fetch_rows() -> u32 {
     65_536
 }
@@ -344,6 +368,17 @@ impl JobConfig {
                 ("source.staging.iam_role", &mut st.iam_role),
                 ("source.staging.endpoint", &mut st.endpoint),
                 ("source.staging.region", &mut st.region),
+            ] {
+                if let Some(v) = value {
+                    *v = expand(v, key)?;
+                }
+            }
+        }
+        if let Some(ex) = &mut self.export {
+            ex.location = expand(&ex.location, "export.location")?;
+            for (key, value) in [
+                ("export.endpoint", &mut ex.endpoint),
+                ("export.region", &mut ex.region),
             ] {
                 if let Some(v) = value {
                     *v = expand(v, key)?;
@@ -414,9 +449,11 @@ impl JobConfig {
             }
         }
         if let Some(st) = &self.source.staging {
-            if !st.location.starts_with("s3://") {
+            let local = st.location.starts_with("file:///") && st.mode == StagingMode::Existing;
+            if !st.location.starts_with("s3://") && !local {
                 return Err(format!(
-                    "`source.staging.location` {:?} must be an s3://bucket/prefix/ URL",
+                    "`source.staging.location` {:?} must be an s3://bucket/prefix/ URL (or, for \
+                     `mode = \"existing\"`, a file:///dir/ URL)",
                     st.location
                 ));
             }
@@ -448,7 +485,25 @@ impl JobConfig {
         Ok(())
     }
 
+    /// Whether the job writes only an export (no `[target]`).
+    pub fn export_only(&self) -> bool {
+        self.export.is_some() && self.target.uri.trim().is_empty()
+    }
+
     fn check_target(&self) -> std::result::Result<(), String> {
+        if let Some(export) = &self.export {
+            export.check()?;
+            if self.incremental.is_some() {
+                return Err(
+                    "`export` and `incremental` cannot be combined: an export writes \
+                            the whole result each run"
+                        .into(),
+                );
+            }
+        }
+        if self.export_only() {
+            return Ok(());
+        }
         let nonempty = [
             ("target.uri", &self.target.uri),
             ("target.database", &self.target.database),
@@ -512,35 +567,6 @@ impl JobConfig {
         }
         Ok(())
     }
-}
-
-/// Expand `${NAME}` from the environment; `$$` is a literal `$`.
-fn expand(value: &str, key: &str) -> std::result::Result<String, String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(tail) = after.strip_prefix('{') {
-            let end = tail.find('}').ok_or_else(|| {
-                format!("`{key}`: unterminated `${{` (write `$$` for a literal `$`)")
-            })?;
-            let name = &tail[..end];
-            let var = std::env::var(name).map_err(|_| {
-                format!("`{key}` refers to environment variable {name}, which is not set")
-            })?;
-            out.push_str(&var);
-            rest = &tail[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
 }
 
 /// The JSON Schema of the job file, as committed in `schemas/job.schema.json`.

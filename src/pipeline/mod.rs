@@ -19,6 +19,7 @@
 //! holds its share of the memory budget until written. A partition is
 //! marked done only after all its writes are acknowledged.
 
+mod export;
 mod incremental;
 pub mod json;
 pub mod monitor;
@@ -43,6 +44,7 @@ use crate::memory::ByteSize;
 use crate::retry::patient;
 use crate::sink::{Target, WriteStats};
 use crate::source::Preview;
+pub use export::export;
 pub use monitor::{Progress, ProgressFn};
 use partition::{Context, Counters};
 pub use prepare::{budget_for, prepare, Prepared};
@@ -107,6 +109,8 @@ pub struct RunOptions {
     /// For an incremental job: load every row again (discarding an
     /// unfinished run), and leave a new watermark.
     pub full_refresh: bool,
+    /// Write the job's `[export]` (Parquet parts) rather than its target.
+    pub export: bool,
     /// Cancelled on SIGINT/SIGTERM: stop taking partitions, finish or give
     /// back the running ones.
     pub cancel: CancellationToken,
@@ -118,6 +122,7 @@ impl Default for RunOptions {
         RunOptions {
             restart: false,
             full_refresh: false,
+            export: false,
             cancel: CancellationToken::new(),
             on_progress: Arc::new(|_| {}),
         }
@@ -150,6 +155,15 @@ fn mongo_store(job: &JobConfig, target: &Target, name: &str, owner: &str) -> Mon
 /// Transfer the job's result into its collection, partition by partition,
 /// resuming an unfinished run of the same job.
 pub async fn run(job: &JobConfig, options: RunOptions) -> Result<RunSummary> {
+    if options.export {
+        return export(job, options).await;
+    }
+    if job.export_only() {
+        return Err(Error::config(
+            "target",
+            "the job has an [export] and no [target]: run it with `shiftload export`",
+        ));
+    }
     let started = Instant::now();
     let prepared = prepare(job, true).await?;
     let target = prepared.target.clone().expect("prepared to write");

@@ -7,6 +7,7 @@
 //! exists: the encoder ([`crate::encode`]) and the writer behind one trait.
 
 pub mod mongo;
+pub mod parquet;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;

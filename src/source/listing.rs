@@ -48,13 +48,13 @@ fn mismatch(location: &str, message: String) -> Error {
     )
 }
 
-/// Check `parts` (key order) against `manifest` (keys relative to the
-/// bucket: `s3://bucket/` already stripped from its URLs).
+/// Check `parts` (key order) against `manifest`, whose URLs are `base`
+/// (`s3://bucket/`, `file:///`) and a key.
 pub fn check(
     location: &str,
     parts: &[Part],
     manifest: Option<&Manifest>,
-    bucket: &str,
+    base: &str,
 ) -> Result<()> {
     let Some(manifest) = manifest else {
         if parts.is_empty() {
@@ -67,7 +67,7 @@ pub fn check(
         }
         return Ok(());
     };
-    let prefix = format!("s3://{bucket}/");
+    let prefix = base;
     let mut expected: BTreeMap<&str, Option<u64>> = BTreeMap::new();
     for e in &manifest.entries {
         let key = e.url.strip_prefix(&prefix).unwrap_or(&e.url);
@@ -77,13 +77,13 @@ pub fn check(
     if let Some(missing) = expected.keys().find(|k| !listed.contains_key(*k)) {
         return Err(mismatch(
             location,
-            format!("the manifest lists s3://{bucket}/{missing}, which is not there"),
+            format!("the manifest lists {base}{missing}, which is not there"),
         ));
     }
     if let Some(extra) = listed.keys().find(|k| !expected.contains_key(*k)) {
         return Err(mismatch(
             location,
-            format!("s3://{bucket}/{extra} is not in the manifest"),
+            format!("{base}{extra} is not in the manifest"),
         ));
     }
     for (key, want) in &expected {
@@ -92,7 +92,7 @@ pub fn check(
                 return Err(mismatch(
                     location,
                     format!(
-                        "s3://{bucket}/{key} holds {} rows, the manifest says {want}",
+                        "{base}{key} holds {} rows, the manifest says {want}",
                         listed[key]
                     ),
                 ));
@@ -113,8 +113,8 @@ pub fn check(
 
 impl Staging {
     /// The Parquet parts under `sub` (keys, in key order), checked as the
-    /// module says. Empty objects, manifests and `_`/`.` markers are not
-    /// parts.
+    /// module says. Empty objects, manifests and whatever lies under a
+    /// `_`/`.` name are not parts.
     pub async fn parts(&self, sub: &str) -> Result<Vec<String>> {
         let prefix = self.key(sub);
         let location = self.url(sub);
@@ -129,10 +129,18 @@ impl Staging {
         let mut manifest = None;
         let mut keys = Vec::new();
         for (key, size) in objects {
-            let name = key.rsplit('/').next().unwrap_or("");
-            if name.ends_with("manifest") {
+            // Under `_` or `.` names (markers, an export's own state and
+            // parts being written) nothing is a part.
+            let relative = key.strip_prefix(prefix.as_str()).unwrap_or(&key);
+            if relative
+                .split('/')
+                .any(|c| c.starts_with('_') || c.starts_with('.'))
+            {
+                continue;
+            }
+            if key.ends_with("manifest") {
                 manifest = Some(self.manifest(&key).await?);
-            } else if size > 0 && !name.starts_with('_') && !name.starts_with('.') {
+            } else if size > 0 {
                 keys.push(key);
             }
         }
@@ -147,7 +155,7 @@ impl Staging {
             };
             parts.push(Part { key, rows });
         }
-        check(&location, &parts, manifest.as_ref(), &self.bucket)?;
+        check(&location, &parts, manifest.as_ref(), &self.base)?;
         Ok(parts.into_iter().map(|p| p.key).collect())
     }
 
@@ -187,10 +195,12 @@ mod tests {
 
     #[test]
     fn an_empty_listing_is_an_error_unless_a_manifest_says_empty() {
-        let e = check("s3://b/p/", &[], None, "b").unwrap_err().to_string();
+        let e = check("s3://b/p/", &[], None, "s3://b/")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no Parquet part"), "{e}");
         let empty = manifest(r#"{"entries": [], "meta": {"record_count": 0}}"#);
-        check("s3://b/p/", &[], Some(&empty), "b").unwrap();
+        check("s3://b/p/", &[], Some(&empty), "s3://b/").unwrap();
     }
 
     #[test]
@@ -206,8 +216,8 @@ mod tests {
             part("p/0000_part_00.parquet", 3),
             part("p/0001_part_00.parquet", 2),
         ];
-        check("s3://b/p/", &parts, Some(&m), "b").unwrap();
-        let e = check("s3://b/p/", &parts[..1], Some(&m), "b")
+        check("s3://b/p/", &parts, Some(&m), "s3://b/").unwrap();
+        let e = check("s3://b/p/", &parts[..1], Some(&m), "s3://b/")
             .unwrap_err()
             .to_string();
         assert!(
@@ -218,13 +228,13 @@ mod tests {
             part("p/0000_part_00.parquet", 3),
             part("p/0001_part_00.parquet", 1),
         ];
-        let e = check("s3://b/p/", &short, Some(&m), "b")
+        let e = check("s3://b/p/", &short, Some(&m), "s3://b/")
             .unwrap_err()
             .to_string();
         assert!(e.contains("holds 1 rows, the manifest says 2"), "{e}");
         let mut extra = parts.to_vec();
         extra.push(part("p/stale.parquet", 7));
-        let e = check("s3://b/p/", &extra, Some(&m), "b")
+        let e = check("s3://b/p/", &extra, Some(&m), "s3://b/")
             .unwrap_err()
             .to_string();
         assert!(e.contains("stale.parquet is not in the manifest"), "{e}");

@@ -21,7 +21,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use futures_util::StreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange};
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -40,21 +39,10 @@ use crate::filter::{Expr, Filter};
 use crate::memory::Budget;
 use crate::sql::{redshift_literal, trim_query};
 
-const SYSTEM: &str = "S3";
-
-/// The staging location: a bucket and a prefix in it.
-#[derive(Clone)]
-pub struct Staging {
-    pub(super) store: Arc<dyn ObjectStore>,
-    pub(super) bucket: String,
-    pub(super) prefix: String,
-}
+pub use crate::objects::Location as Staging;
 
 fn s3_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Unavailable {
-        system: SYSTEM,
-        message: crate::redact::scrub(&format!("{what}: {e}")),
-    }
+    crate::objects::store_error(what, e)
 }
 
 pub(super) fn s3_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -63,7 +51,7 @@ pub(super) fn s3_error(what: &str, e: impl std::fmt::Display) -> Error {
 
 fn parquet_err(part: &str, e: impl std::fmt::Display) -> Error {
     Error::Query {
-        system: SYSTEM,
+        system: "Parquet",
         message: format!("Parquet part {part}: {e}"),
         code: None,
         // A read may fail on the network as well as on a corrupt part:
@@ -73,92 +61,14 @@ fn parquet_err(part: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Staging {
-    /// Open the location of `cfg` with credentials from the environment.
+    /// Open the location of `cfg` (credentials from the environment).
     pub fn new(cfg: &StagingConfig) -> Result<Self> {
-        let rest = cfg.location.strip_prefix("s3://").unwrap_or(&cfg.location);
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            return Err(Error::config(
-                "source.staging.location",
-                format!("{:?} names no bucket", cfg.location),
-            ));
-        }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
-        let region = cfg
-            .region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .unwrap_or_else(|| "us-east-1".into());
-        builder = builder.with_region(region);
-        let endpoint = cfg
-            .endpoint
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-        if let Some(endpoint) = endpoint {
-            builder = builder
-                .with_allow_http(endpoint.starts_with("http://"))
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
-        }
-        let store = builder
-            .build()
-            .map_err(|e| Error::config("source.staging", crate::redact::scrub(&e.to_string())))?;
-        Ok(Staging {
-            store: Arc::new(store),
-            bucket: bucket.to_string(),
-            prefix: prefix.trim_matches('/').to_string(),
-        })
-    }
-
-    /// The object store behind the location.
-    pub fn store(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
-    }
-
-    /// `<prefix>/<sub>`: the key prefix of `sub` under the location, as
-    /// written, with no encoding. The UNLOAD's `TO` URL and the listing
-    /// are both built from it, so they name the same keys whatever the
-    /// characters (`orders[v2]`, `~`, `%`...).
-    pub fn key(&self, sub: &str) -> String {
-        [self.prefix.as_str(), sub]
-            .iter()
-            .filter(|s| !s.is_empty())
-            .copied()
-            .collect::<Vec<_>>()
-            .join("/")
-    }
-
-    /// `s3://bucket/<prefix>/<sub>/`: where a run unloads.
-    pub fn url(&self, sub: &str) -> String {
-        format!("s3://{}/{}/", self.bucket, self.key(sub))
-    }
-
-    /// `s3://bucket/<key>`: an object's URL.
-    pub fn object_url(&self, key: &str) -> String {
-        format!("s3://{}/{key}", self.bucket)
-    }
-
-    /// The object path of `key` as it is (object_store's `Path::from`
-    /// would percent-encode some characters and name another object).
-    pub fn path_of(&self, key: &str) -> Result<Path> {
-        Path::parse(key).map_err(|e| {
-            Error::config(
-                "source.staging.location",
-                format!("{}: not a usable object key: {e}", self.object_url(key)),
-            )
-        })
-    }
-
-    /// Delete the given parts (the run's own UNLOAD output, once written).
-    pub async fn delete(&self, parts: &[String]) -> Result<()> {
-        for part in parts {
-            match self.store.delete(&self.path_of(part)?).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(s3_err(&format!("cannot delete {part}"), e)),
-            }
-        }
-        Ok(())
+        Staging::open(
+            &cfg.location,
+            cfg.region.as_deref(),
+            cfg.endpoint.as_deref(),
+            "source.staging.location",
+        )
     }
 
     /// The rows a part's footer announces.
@@ -501,34 +411,6 @@ mod tests {
         );
         assert!(unload_sql("q", "u", "r", 1).ends_with("MAXFILESIZE 5 MB"));
         assert!(unload_sql("q", "u", "r", 1 << 40).ends_with("MAXFILESIZE 6200 MB"));
-    }
-
-    #[test]
-    fn locations() {
-        let cfg = |location: &str| StagingConfig {
-            location: location.into(),
-            mode: crate::config::StagingMode::Existing,
-            iam_role: None,
-            region: Some("eu-west-1".into()),
-            endpoint: Some("http://127.0.0.1:1".into()),
-            max_file_size: crate::memory::ByteSize(1),
-            keep: false,
-        };
-        let s = Staging::new(&cfg("s3://bucket/a/b/")).unwrap();
-        assert_eq!(s.url("job/7"), "s3://bucket/a/b/job/7/");
-        assert_eq!(s.key("job/7"), "a/b/job/7");
-        let s = Staging::new(&cfg("s3://bucket")).unwrap();
-        assert_eq!(s.url("x"), "s3://bucket/x/");
-        assert_eq!(s.key(""), "");
-        // Odd characters: the URL and the object path name the same key.
-        let s = Staging::new(&cfg("s3://bucket/ex ports/")).unwrap();
-        let sub = "orders[v2]~{a}%#|^/1";
-        assert_eq!(s.url(sub), "s3://bucket/ex ports/orders[v2]~{a}%#|^/1/");
-        assert_eq!(
-            s.path_of(&s.key(sub)).unwrap().as_ref(),
-            "ex ports/orders[v2]~{a}%#|^/1"
-        );
-        assert!(Staging::new(&cfg("s3:///p")).is_err());
     }
 
     #[test]
