@@ -453,6 +453,7 @@ impl CheckpointStore for MemoryStore {
                 let started = s.started.unwrap_or_else(bson::DateTime::now);
                 let entry = history::Entry::run(generation, full, started, written);
                 s.history.push(entry);
+                trim_history(&mut s.history);
                 if let Some(w) = s.window.as_ref().and_then(Window::watermark) {
                     s.watermark = Some(w);
                 }
@@ -496,7 +497,11 @@ impl CheckpointStore for MemoryStore {
     }
 
     async fn record(&self, entry: &history::Entry) -> Result<()> {
-        self.with(|s| s.history.push(entry.clone())).await
+        self.with(|s| {
+            s.history.push(entry.clone());
+            trim_history(&mut s.history);
+        })
+        .await
     }
 }
 
@@ -506,4 +511,11 @@ impl MemoryStore {
             && s.generation == previous
             && s.planner.as_deref() == Some(&self.owner)
     }
+}
+
+/// The history kept: the last hundred entries (`status` shows the last
+/// [`history::SHOWN`]).
+fn trim_history(h: &mut Vec<history::Entry>) {
+    let excess = h.len().saturating_sub(100);
+    h.drain(..excess);
 }

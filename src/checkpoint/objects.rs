@@ -124,3 +124,113 @@ impl Versions {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::{Begin, CheckpointStore, MemoryStore, PartitionStats};
+    use crate::objects::Location;
+    use crate::plan::{Planned, Range};
+
+    fn planned(n: i64) -> Vec<Planned> {
+        (0..n)
+            .map(|i| {
+                Planned::range(Range {
+                    lo: i * 10,
+                    hi: i * 10 + 10,
+                    null: false,
+                })
+            })
+            .collect()
+    }
+
+    fn location(dir: &tempfile::TempDir) -> Location {
+        let url = format!("file://{}/", dir.path().display());
+        Location::open(&url, None, None, "export.location").unwrap()
+    }
+
+    /// Four workers, each its own store over the same directory, share
+    /// the partitions: every one is claimed and done exactly once, and the
+    /// generation completes once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn workers_on_one_location_take_each_partition_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Duration::from_secs(30);
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let store = MemoryStore::in_objects(&location(&dir), "j", &format!("w{w}"), lease);
+            tasks.push(tokio::spawn(async move {
+                let store: Arc<dyn CheckpointStore> = Arc::new(store);
+                let generation = match store.begin("fp", false).await.unwrap() {
+                    Begin::Plan { previous } => store
+                        .commit_plan("fp", previous, &planned(24), None)
+                        .await
+                        .unwrap(),
+                    Begin::Resume { generation } => generation,
+                };
+                let mut mine = Vec::new();
+                while let Some(claim) = store.claim(generation).await.unwrap() {
+                    let stats = PartitionStats {
+                        rows: 1,
+                        ..Default::default()
+                    };
+                    store.done(&claim, &stats).await.unwrap();
+                    mine.push(claim.work.range.lo);
+                }
+                (mine, store.complete_if_done(generation).await.unwrap())
+            }));
+        }
+        let mut all = Vec::new();
+        let mut completed = 0;
+        for t in tasks {
+            let (mine, complete) = t.await.unwrap();
+            completed += complete as usize;
+            all.extend(mine);
+        }
+        // The last to finish sees the generation complete.
+        assert!(completed >= 1);
+        all.sort();
+        assert_eq!(all, (0..24).map(|i| i * 10).collect::<Vec<_>>());
+        let reader = MemoryStore::in_objects(&location(&dir), "j", "reader", lease);
+        assert!(reader.complete_if_done(1).await.unwrap());
+        let status = reader.status().await.unwrap().unwrap();
+        assert_eq!(status.generation, 1);
+        assert_eq!(status.history.len(), 1, "completed more than once");
+        // Only the last few versions are kept.
+        let versions = std::fs::read_dir(dir.path().join("_shiftload/j/state")).unwrap();
+        assert!(versions.count() <= super::KEPT as usize + 1);
+    }
+
+    /// A restart under a worker fences it: its claim can change nothing,
+    /// and it cannot complete the new generation.
+    #[tokio::test]
+    async fn a_worker_of_an_older_run_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let lease = Duration::from_secs(30);
+        let old = MemoryStore::in_objects(&location(&dir), "j", "old", lease);
+        let Begin::Plan { previous } = old.begin("fp", false).await.unwrap() else {
+            panic!("a fresh job is planned")
+        };
+        let generation = old
+            .commit_plan("fp", previous, &planned(2), None)
+            .await
+            .unwrap();
+        let claim = old.claim(generation).await.unwrap().unwrap();
+        let new = MemoryStore::in_objects(&location(&dir), "j", "new", lease);
+        let Begin::Plan { previous } = new.begin("fp", true).await.unwrap() else {
+            panic!("a restart plans again")
+        };
+        let next = new
+            .commit_plan("fp", previous, &planned(2), None)
+            .await
+            .unwrap();
+        assert_eq!(next, generation + 1);
+        assert!(old.done(&claim, &PartitionStats::default()).await.is_err());
+        assert!(old.complete_if_done(generation).await.is_err());
+        let status = new.status().await.unwrap().unwrap();
+        assert_eq!(status.count(super::super::PartitionState::Done), 0);
+        assert_eq!(status.count(super::super::PartitionState::Pending), 2);
+    }
+}

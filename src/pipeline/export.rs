@@ -48,7 +48,8 @@ pub async fn export(job: &JobConfig, options: RunOptions) -> Result<RunSummary> 
     let store = MemoryStore::in_objects(&location, &prepared.name, &worker_name(), lease);
     let store: Arc<dyn CheckpointStore> = Arc::new(store);
     let mut summary = execute(&prepared, store.clone(), options, started).await?;
-    summary.namespace = location.url("").trim_end_matches('/').to_string() + "/";
+    summary.namespace = location.url("");
+    summary.export = true;
     if summary.outcome == Outcome::Complete {
         let parts = finished_parts(store.as_ref(), &sink, &prepared.name).await?;
         let m = manifest(&location, &parts, sink.schema());

@@ -65,7 +65,10 @@ pub enum Outcome {
 /// The outcome of a run (of this worker).
 #[derive(Debug, Clone)]
 pub struct RunSummary {
+    /// `db.collection`, or the export's location.
     pub namespace: String,
+    /// Written as Parquet parts (`shiftload export`), not documents.
+    pub export: bool,
     pub job: String,
     pub generation: i64,
     pub outcome: Outcome,
@@ -302,6 +305,7 @@ fn summary(
     let dead_letter = prepared.dead_letter.as_ref();
     RunSummary {
         namespace: format!("{}.{}", target.database, target.collection),
+        export: false,
         job: prepared.name.clone(),
         generation,
         outcome,

@@ -60,14 +60,25 @@ impl RunSummary {
             ),
             Outcome::Complete => "shiftload: transfer complete".to_string(),
             Outcome::PartitionsFailed => format!(
-                "shiftload: {} partition(s) failed; run `shiftload run {}` again to retry them",
+                "shiftload: {} partition(s) failed; run `shiftload {} {}` again to retry them",
                 self.partitions_failed,
+                self.command(),
                 job.display()
             ),
             Outcome::Interrupted => format!(
-                "shiftload: interrupted; run `shiftload run {}` again to resume",
+                "shiftload: interrupted; run `shiftload {} {}` again to resume",
+                self.command(),
                 job.display()
             ),
+        }
+    }
+
+    /// The command that resumes the run.
+    fn command(&self) -> &'static str {
+        if self.export {
+            "export"
+        } else {
+            "run"
         }
     }
 
@@ -128,17 +139,29 @@ impl RunSummary {
             line(label, text);
         }
         line("rows read", thousands(self.rows_read));
-        line("documents", documents(&self.writes));
+        match self.export {
+            true => line(
+                "written",
+                format!(
+                    "{} rows in {} Parquet parts",
+                    thousands(self.writes.inserted),
+                    thousands(self.writes.requests)
+                ),
+            ),
+            false => line("documents", documents(&self.writes)),
+        }
         if let Some(text) = self.reconcile_line() {
             line("reconcile", text);
         }
         line(
             "volume",
             format!(
-                "{} BSON in {} batches, {} requests",
+                "{} {} in {} batches, {} {}",
                 bytes(self.writes.bytes),
+                if self.export { "Parquet" } else { "BSON" },
                 self.batches,
-                self.writes.requests
+                self.writes.requests,
+                if self.export { "parts" } else { "requests" }
             ),
         );
         line("elapsed", format!("{secs:.2} s"));
