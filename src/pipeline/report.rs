@@ -73,6 +73,21 @@ impl RunSummary {
         }
     }
 
+    /// What the run wrote: documents, or rows in Parquet parts.
+    fn written(&self) -> (&'static str, String) {
+        match self.export {
+            true => (
+                "written",
+                format!(
+                    "{} rows in {} Parquet parts",
+                    thousands(self.writes.inserted),
+                    thousands(self.writes.requests)
+                ),
+            ),
+            false => ("documents", documents(&self.writes)),
+        }
+    }
+
     /// The command that resumes the run.
     fn command(&self) -> &'static str {
         if self.export {
@@ -139,17 +154,8 @@ impl RunSummary {
             line(label, text);
         }
         line("rows read", thousands(self.rows_read));
-        match self.export {
-            true => line(
-                "written",
-                format!(
-                    "{} rows in {} Parquet parts",
-                    thousands(self.writes.inserted),
-                    thousands(self.writes.requests)
-                ),
-            ),
-            false => line("documents", documents(&self.writes)),
-        }
+        let (label, text) = self.written();
+        line(label, text);
         if let Some(text) = self.reconcile_line() {
             line("reconcile", text);
         }

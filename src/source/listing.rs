@@ -70,7 +70,7 @@ pub fn check(
     let prefix = base;
     let mut expected: BTreeMap<&str, Option<u64>> = BTreeMap::new();
     for e in &manifest.entries {
-        let key = e.url.strip_prefix(&prefix).unwrap_or(&e.url);
+        let key = e.url.strip_prefix(prefix).unwrap_or(&e.url);
         expected.insert(key, e.meta.as_ref().and_then(|m| m.record_count));
     }
     let listed: BTreeMap<&str, u64> = parts.iter().map(|p| (p.key.as_str(), p.rows)).collect();
