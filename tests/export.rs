@@ -197,15 +197,19 @@ async fn pyarrow_reads_the_export_value_for_value() {
 
 #[tokio::test]
 async fn a_killed_export_resumes_and_never_lists_a_partial_part() {
-    let rows = 40_000;
+    let rows = 60_000;
     let table = unique("exp_kill");
     // Every 400th row takes 20 ms: the export lasts long enough to be
-    // killed in the middle of a part.
+    // killed in the middle of a partition. Three partitions of about 1.3
+    // MiB of Parquet each, in parts of 1 MiB: the third is written alone,
+    // a part of it closed (under its temporary name) while the first two
+    // are committed.
     pg_exec(&format!(
         "CREATE FUNCTION {table}_slow(x int) RETURNS int AS \
            'SELECT CASE WHEN x % 400 = 0 THEN (SELECT x FROM pg_sleep(0.02)) ELSE x END' \
            LANGUAGE sql VOLATILE; \
-         CREATE TABLE {table} AS SELECT g AS id, repeat(md5(g::text), 4) AS pad \
+         CREATE TABLE {table} AS SELECT g AS id, \
+           md5('a' || g) || md5('b' || g) || md5('c' || g) || md5('d' || g) AS pad \
            FROM generate_series(1, {rows}) g"
     ))
     .await;
@@ -213,7 +217,7 @@ async fn a_killed_export_resumes_and_never_lists_a_partial_part() {
     let location = format!("file://{}/", dir.path().display());
     let (_d, path) = job(&format!(
         "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT {table}_slow(id) AS id, pad FROM {table}\"\n\
-         fetch_rows = 200\n\n[partition]\ncolumn = \"id\"\ncount = 8\nparallel = 2\n\n\
+         fetch_rows = 200\n\n[partition]\ncolumn = \"id\"\ncount = 3\nparallel = 2\n\n\
          [mapping]\nid = [\"id\"]\n\n[export]\nlocation = \"{location}\"\nmax_file_size = \"1MiB\"\n\
          row_group_rows = 1000\n[checkpoint]\nlease_seconds = 2\n"
     ));
@@ -255,6 +259,10 @@ async fn a_killed_export_resumes_and_never_lists_a_partial_part() {
         !dir.path().join("manifest").exists(),
         "a manifest before the export was done"
     );
+    // `status` reads the checkpoint from beside the parts.
+    let status = status_json(&path);
+    let condition = status["condition"].as_str().unwrap();
+    assert!(["running", "unfinished"].contains(&condition), "{status}");
     std::thread::sleep(std::time::Duration::from_secs(3)); // the lease runs out
     let out = assert_ok(&export(&path));
     assert!(out.contains("transfer complete"), "{out}");
@@ -283,6 +291,12 @@ async fn a_killed_export_resumes_and_never_lists_a_partial_part() {
         std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) == 0,
         "temporary parts left"
     );
+    assert_eq!(status_json(&path)["condition"], "complete");
+}
+
+fn status_json(path: &Path) -> serde_json::Value {
+    let out = shiftload(&["status", "--json", path.to_str().unwrap()]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stderr(&out)))
 }
 
 #[tokio::test]
@@ -303,4 +317,50 @@ async fn an_export_job_needs_no_target_and_run_says_what_to_do() {
     let out = shiftload(&["validate", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("export.location"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_partition_that_fails_midway_publishes_none_of_its_parts() {
+    let table = unique("exp_fail");
+    pg_exec(&format!(
+        "CREATE TABLE {table} AS SELECT g AS id, repeat(md5(g::text), 4) AS pad \
+           FROM generate_series(1, 30000) g"
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let location = format!("file://{}/", dir.path().display());
+    let (_d, path) = job(&format!(
+        "[source]\nurl = \"{{PG}}\"\nquery = \"SELECT * FROM {table}\"\nfetch_rows = 10000\n\n\
+         [mapping]\nid = [\"id\"]\n\n[retry]\nmax_attempts = 2\n\n\
+         [export]\nlocation = \"{location}\"\nmax_file_size = \"1MiB\"\n"
+    ));
+    // The reader dies after its first batch, which filled a whole part.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shiftload"))
+        .args(["export", "--no-progress", path.to_str().unwrap()])
+        .env("SHIFTLOAD_FAILPOINTS", "reader-panic")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("1 partition(s) failed"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(listed_parts(dir.path()), Vec::<PathBuf>::new());
+    assert!(!dir.path().join("manifest").exists());
+    // Without the fault the same export completes, every row once.
+    let out = assert_ok(&export(&path));
+    assert!(out.contains("30,000 rows in"), "{out}");
+    let mut ids: Vec<i64> = listed_parts(dir.path())
+        .iter()
+        .flat_map(|p| part_ids(p))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=30_000).collect::<Vec<_>>());
 }

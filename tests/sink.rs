@@ -62,7 +62,7 @@ async fn insert_commands(send: &str) -> (String, Vec<Document>) {
     .unwrap();
     let permit = budget.acquire(batch.get_array_memory_size()).await;
     partition.write(batch, permit, Vec::new()).await.unwrap();
-    partition.finish().await.unwrap();
+    partition.finish(true).await.unwrap();
     assert_eq!(partition.stats().inserted, 3);
     let commands = seen.lock().unwrap().clone();
     (db, commands)

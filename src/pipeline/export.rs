@@ -11,7 +11,7 @@ use futures_util::TryStreamExt;
 
 use super::{execute, worker_name, Outcome, RunOptions, RunSummary};
 use crate::checkpoint::{CheckpointStore, MemoryStore, PartitionState};
-use crate::config::JobConfig;
+use crate::config::{ExportConfig, JobConfig};
 use crate::error::{Error, Result};
 use crate::objects::{store_error, Location};
 use crate::retry::patient;
@@ -26,12 +26,7 @@ pub async fn export(job: &JobConfig, options: RunOptions) -> Result<RunSummary> 
             "the job has no [export] section; add one with `location = \"s3://bucket/prefix/\"`",
         ));
     };
-    let location = Location::open(
-        &cfg.location,
-        cfg.region.as_deref(),
-        cfg.endpoint.as_deref(),
-        "export.location",
-    )?;
+    let location = location(cfg)?;
     let mut prepared = super::prepare(job, false).await?;
     let sink = Arc::new(ParquetSink::new(
         location.clone(),
@@ -44,9 +39,7 @@ pub async fn export(job: &JobConfig, options: RunOptions) -> Result<RunSummary> 
     prepared.sink = Some(sink.clone());
     // A partition written again writes the same parts: resuming is safe.
     prepared.stable_ids = true;
-    let lease = Duration::from_secs(job.checkpoint.lease_seconds);
-    let store = MemoryStore::in_objects(&location, &prepared.name, &worker_name(), lease);
-    let store: Arc<dyn CheckpointStore> = Arc::new(store);
+    let store: Arc<dyn CheckpointStore> = Arc::new(store(job, &prepared.name, &worker_name())?);
     let mut summary = execute(&prepared, store.clone(), options, started).await?;
     summary.namespace = location.url("");
     summary.export = true;
@@ -59,6 +52,25 @@ pub async fn export(job: &JobConfig, options: RunOptions) -> Result<RunSummary> 
         summary.elapsed = started.elapsed();
     }
     Ok(summary)
+}
+
+fn location(cfg: &ExportConfig) -> Result<Location> {
+    Location::open(
+        &cfg.location,
+        cfg.region.as_deref(),
+        cfg.endpoint.as_deref(),
+        "export.location",
+    )
+}
+
+/// The export's checkpoint, beside its parts, for worker `owner`.
+pub(super) fn store(job: &JobConfig, name: &str, owner: &str) -> Result<MemoryStore> {
+    let cfg = job
+        .export
+        .as_ref()
+        .ok_or_else(|| Error::config("export", "the job has no [export] section"))?;
+    let lease = Duration::from_secs(job.checkpoint.lease_seconds);
+    Ok(MemoryStore::in_objects(&location(cfg)?, name, owner, lease))
 }
 
 /// The parts of every partition of the complete generation, in key order;

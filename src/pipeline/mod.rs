@@ -354,9 +354,14 @@ pub struct Status {
 
 /// Read the job's checkpoint.
 pub async fn status(job: &JobConfig) -> Result<Status> {
-    let target = Target::connect(&job.target).await?;
     let name = prepare::job_name(job);
-    let store = mongo_store(job, &target, &name, "status");
+    let store: Box<dyn CheckpointStore> = match job.export_only() {
+        true => Box::new(export::store(job, &name, "status")?),
+        false => {
+            let target = Target::connect(&job.target).await?;
+            Box::new(mongo_store(job, &target, &name, "status"))
+        }
+    };
     Ok(Status {
         status: store.status().await?,
         job: name,

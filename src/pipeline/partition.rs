@@ -247,6 +247,7 @@ async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats, boo
         Err(e) => return (Err(e), WriteStats::default(), false),
     };
     let mut handed = false;
+    let mut ended = false;
     let mut read = 0u64;
     let pumped = async {
         loop {
@@ -256,7 +257,10 @@ async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats, boo
                 _ = ctx.cancel.cancelled() => return Ok(()),
             };
             busy("read", waited);
-            let Some(next) = next else { return Ok(()) };
+            let Some(next) = next else {
+                ended = true;
+                return Ok(());
+            };
             let SourceBatch {
                 batch,
                 permit,
@@ -279,7 +283,7 @@ async fn transfer(ctx: &Context, claim: &Claim) -> (Result<u64>, WriteStats, boo
     // Whatever stopped the pump, the writes already handed to the sink are
     // awaited: nothing fetched and encoded before a failure is thrown away.
     let finishing = Instant::now();
-    let finished = sink.finish().await;
+    let finished = sink.finish(ended && pumped.is_ok()).await;
     busy("finish", finishing);
     let writes = sink.stats();
     ctx.counters.unsettled.fetch_sub(read, Ordering::Relaxed);

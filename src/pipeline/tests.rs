@@ -232,7 +232,7 @@ impl PartitionSink for TestWriter {
         Ok(8 * keys.len() as u64)
     }
 
-    async fn finish(&mut self) -> Result<()> {
+    async fn finish(&mut self, _complete: bool) -> Result<()> {
         Ok(())
     }
 

@@ -84,8 +84,11 @@ pub trait PartitionSink: Send {
     ) -> Result<u64>;
 
     /// Wait until everything handed on is stored (also after an error: what
-    /// was handed on is never thrown away); the first error.
-    async fn finish(&mut self) -> Result<()>;
+    /// was handed on is never thrown away); the first error. `complete`:
+    /// the partition's last batch was handed on (not after an error or a
+    /// cancellation), so a sink that publishes a partition whole may
+    /// publish it.
+    async fn finish(&mut self, complete: bool) -> Result<()>;
 
     /// What this attempt has stored so far.
     fn stats(&self) -> WriteStats;

@@ -371,7 +371,21 @@ impl PartitionSink for PartitionParts {
         Ok(after.saturating_sub(before) as u64)
     }
 
-    async fn finish(&mut self) -> Result<()> {
+    async fn finish(&mut self, complete: bool) -> Result<()> {
+        if !complete {
+            // Never published: the temporaries go (what is left of them
+            // is swept when the export completes).
+            let mut temps: Vec<String> = self.written.drain(..).map(|(t, _, _)| t).collect();
+            if let Some(open) = self.current.take() {
+                // An upload begun is abandoned, not completed.
+                let _ = open.writer.into_inner().abort().await;
+                temps.push(open.temp);
+            }
+            if let Err(e) = self.sink.location.delete(&temps).await {
+                tracing::debug!(error = %e, "temporary parts stay until the export completes");
+            }
+            return Ok(());
+        }
         self.close().await?;
         self.commit().await
     }

@@ -253,7 +253,7 @@ impl PartitionSink for MongoPartition {
         Ok(bytes)
     }
 
-    async fn finish(&mut self) -> Result<()> {
+    async fn finish(&mut self, _complete: bool) -> Result<()> {
         self.writer.finish().await.map(|_| ())
     }
 
