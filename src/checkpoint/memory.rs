@@ -121,7 +121,7 @@ impl MemoryStore {
             job: job.into(),
             owner: owner.into(),
             lease,
-            backing: Backing::Objects(Arc::new(Versions::new(location, job))),
+            backing: Backing::Objects(Arc::new(Versions::new(location, job, owner))),
         }
     }
 
@@ -142,24 +142,9 @@ impl MemoryStore {
     /// back as the next one only if `f` changed it; when another worker
     /// wrote that version first, `f` runs again on theirs.
     async fn with<T>(&self, mut f: impl FnMut(&mut State) -> T) -> Result<T> {
-        let versions = match &self.backing {
-            Backing::Memory(m) => return Ok(f(&mut m.lock().expect("not poisoned"))),
-            Backing::Objects(v) => v,
-        };
-        loop {
-            let (version, bytes) = versions.latest().await?;
-            let mut state: State = match &bytes {
-                Some(b) => serde_json::from_slice(b).map_err(|e| {
-                    Error::Checkpoint(format!("{}: unreadable: {e}", versions.describe(version)))
-                })?,
-                None => State::default(),
-            };
-            let before = serde_json::to_vec(&state).expect("serializable");
-            let out = f(&mut state);
-            let after = serde_json::to_vec(&state).expect("serializable");
-            if after == before || versions.write(version + 1, after).await? {
-                return Ok(out);
-            }
+        match &self.backing {
+            Backing::Memory(m) => Ok(f(&mut m.lock().expect("not poisoned"))),
+            Backing::Objects(v) => v.change(f).await,
         }
     }
 
