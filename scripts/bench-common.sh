@@ -14,3 +14,38 @@ reference_table() {
     sed "s/demo_orders/$1/g" scripts/seed-demo.sql | psql "$PG" -q -v ON_ERROR_STOP=1 -v rows="$2" 2>&1 | grep -v NOTICE >&2 || true
   fi
 }
+
+# The peers in their own virtualenv (PEERS_PY: its python), so that their
+# pinned versions leave the system's Python alone.
+peers_env() {
+  local venv=${XDG_CACHE_HOME:-$HOME/.cache}/shiftload/peers-venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q -r scripts/bench-requirements.txt >/dev/null 2>&1 \
+    || { echo "bench: pip install -r scripts/bench-requirements.txt failed" >&2; exit 1; }
+  PEERS_PY=$venv/bin/python
+}
+
+# The measuring instrument examples/ack_endpoint.rs on port $1, acknowledging
+# writes to collection $2 and forwarding the rest to MONGODB_URI's server;
+# ACK_URI is its URI. Stopped by ack_stop (or when the script exits).
+ack_start() {
+  cargo build --release --quiet --example ack_endpoint
+  local upstream
+  upstream=$(python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(f'{p.hostname}:{p.port or 27017}')" "$MONGODB_URI")
+  ./target/release/examples/ack_endpoint "127.0.0.1:$1" "$upstream" "$2" 2>>"${ACK_LOG:-/dev/null}" &
+  ACK_PID=$!
+  ACK_URI="mongodb://127.0.0.1:$1/"
+  local i
+  for ((i = 0; i < 50; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "bench: the ack endpoint did not start" >&2; exit 1
+}
+ack_stop() { if [ -n "${ACK_PID:-}" ]; then kill "$ACK_PID" 2>/dev/null; wait "$ACK_PID" 2>/dev/null || true; ACK_PID=; fi; }
+
+# "rows/s wall cpu rss_mib" of a /usr/bin/time -v report ($1) for $2 rows.
+time_figures() {
+  awk -v rows="$2" '
+    /Elapsed \(wall/ {n=split($NF, t, ":"); wall = (n == 3) ? t[1]*3600+t[2]*60+t[3] : t[1]*60+t[2]}
+    /User time/ {user=$NF} /System time/ {sys=$NF}
+    /Maximum resident/ {rss=$NF/1024}
+    END {printf "%.0f %.2f %.2f %.0f\n", rows / wall, wall, user + sys, rss}' "$1"
+}

@@ -16,12 +16,9 @@ BUDGET=${BUDGET:-256MiB}
 PEER=${PEER:-1}
 PEER_MAX_ROWS=${PEER_MAX_ROWS:-2000000}
 
-scripts/services.sh start
-# shellcheck disable=SC1091
-. "${SHIFTLOAD_SERVICES_DIR:-${TMPDIR:-/tmp}/shiftload-services}/env"
-PG=${SHIFTLOAD_PG_URL%%\?*}
-python3 -m pip install -q -r scripts/bench-requirements.txt >/dev/null 2>&1 \
-  || { echo "bench: pip install -r scripts/bench-requirements.txt failed" >&2; exit 1; }
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
+peers_env
 command -v /usr/bin/time >/dev/null || apt-get install -y -qq time >/dev/null
 cargo build --release --quiet
 
@@ -63,7 +60,7 @@ JOB
     "$(awk '/throughput/ {print $2}' "$work/sl.out")" "$(peak "$work/sl.time")"
   if [ "$PEER" = 1 ] && [ "$rows" -le "$PEER_MAX_ROWS" ]; then
     drop_target "$db"
-    if /usr/bin/time -v python3 scripts/peers/classic_pipeline.py "$PG" "SELECT * FROM $table" "$MONGODB_URI" "$db" c 50000 \
+    if /usr/bin/time -v "$PEERS_PY" scripts/peers/classic_pipeline.py "$PG" "SELECT * FROM $table" "$MONGODB_URI" "$db" c 50000 \
       >"$work/py.out" 2>"$work/py.time"; then
       printf '%-12s %-10s %-24s %14s %12s\n' "${table%%_*}" "$rows" "pandas+pymongo" \
         "$(grep -o '[0-9]* rows/s' "$work/py.out" | cut -d' ' -f1)" "$(peak "$work/py.time")"

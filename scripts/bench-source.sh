@@ -10,12 +10,9 @@ ROWS=${BENCH_ROWS:-5000000}
 REPEAT=${BENCH_REPEAT:-2}
 TABLE=bench_ref_$ROWS
 
-scripts/services.sh start
-# shellcheck disable=SC1091
-. "${SHIFTLOAD_SERVICES_DIR:-${TMPDIR:-/tmp}/shiftload-services}/env"
-PG=${SHIFTLOAD_PG_URL%%\?*}
-python3 -m pip install -q -r scripts/bench-requirements.txt >/dev/null 2>&1 \
-  || { echo "bench: pip install -r scripts/bench-requirements.txt failed" >&2; exit 1; }
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
+peers_env
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
 
 if [ "$(psql "$PG" -qAtc "SELECT count(*) FROM $TABLE" 2>/dev/null || echo 0)" != "$ROWS" ]; then
@@ -44,6 +41,6 @@ printf '%-32s %14s %10s\n' "reader ($ROWS rows)" "rows/s" "peak RSS"
 for i in $(seq "$REPEAT"); do
   /usr/bin/time -v ./target/release/shiftload bench --stage source "$work/job.toml" >"$work/sl.out" 2>"$work/sl.time"
   printf '%-32s %14s %10s\n' "shiftload (portal, binary)" "$(rate "$work/sl.out")" "$(peak "$work/sl.time")"
-  /usr/bin/time -v python3 scripts/peers/cx_stream.py "$PG" "SELECT * FROM $TABLE" 65536 >"$work/cx.out" 2>"$work/cx.time"
+  /usr/bin/time -v "$PEERS_PY" scripts/peers/cx_stream.py "$PG" "SELECT * FROM $TABLE" 65536 >"$work/cx.out" 2>"$work/cx.time"
   printf '%-32s %14s %10s\n' "connectorx arrow_stream" "$(rate "$work/cx.out")" "$(peak "$work/cx.time")"
 done
