@@ -291,13 +291,14 @@ pub enum OnConflict {
 #[serde(rename_all = "snake_case")]
 pub enum SendMode {
     /// The driver's `insert_many`: an `OP_MSG` document sequence. It copies
-    /// and re-serialises every document, but servers take it fastest
-    /// (`scripts/bench-send.sh`).
-    #[default]
+    /// and re-serialises every document and keeps a map of their ids: about
+    /// 1.6 times the client CPU of `command`, but FerretDB takes it about
+    /// 12 % faster (`scripts/bench-send.sh`).
     InsertMany,
     /// An `insert` command assembled from the encoded documents in one copy
-    /// (`runCommand`), at most maxBsonObjectSize (16 MiB) per request: about
-    /// a third less client CPU, for a client that is short of it.
+    /// (`runCommand`), at most maxBsonObjectSize (16 MiB) per request: the
+    /// least client CPU per document (`scripts/bench-peers.sh`).
+    #[default]
     Command,
 }
 

@@ -38,6 +38,24 @@ pub fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(0);
 }
 
+/// An array index as an element's key (`"12\0"`), without allocating.
+#[inline]
+pub fn put_index_key(out: &mut Vec<u8>, index: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = index;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+    out.push(0);
+}
+
 /// Start a (sub-)document: returns where its length goes.
 #[inline]
 pub fn begin_doc(out: &mut Vec<u8>) -> usize {
@@ -78,18 +96,64 @@ pub fn decimal128(unscaled: i128, scale: i8) -> Option<[u8; 16]> {
 
 /// `unscaled · 10^-scale` as decimal text, e.g. `-12.3400`.
 pub fn decimal_string(unscaled: i128, scale: i8) -> String {
-    let digits = unscaled.unsigned_abs().to_string();
-    let sign = if unscaled < 0 { "-" } else { "" };
+    let mut out = Vec::with_capacity(48);
+    write_decimal(&mut out, unscaled, scale);
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+/// A BSON string of `unscaled · 10^-scale` as decimal text, written in
+/// place (no allocation per value).
+#[inline]
+pub fn put_decimal_str(out: &mut Vec<u8>, unscaled: i128, scale: i8) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write_decimal(out, unscaled, scale);
+    let len = (out.len() - at - 4 + 1) as i32;
+    out.push(0);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The text of [`decimal_string`], appended to `out`.
+fn write_decimal(out: &mut Vec<u8>, unscaled: i128, scale: i8) {
+    // 39 digits hold any i128; 64-bit division where the value fits.
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let mut n = unscaled.unsigned_abs();
+    while n > u64::MAX as u128 {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let mut n = n as u64;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = &buf[i..];
+    if unscaled < 0 {
+        out.push(b'-');
+    }
     if scale <= 0 {
-        let zeros = if unscaled == 0 { 0 } else { (-scale) as usize };
-        return format!("{sign}{digits}{}", "0".repeat(zeros));
+        out.extend_from_slice(digits);
+        if unscaled != 0 {
+            out.resize(out.len() + (-(scale as i32)) as usize, b'0');
+        }
+        return;
     }
     let scale = scale as usize;
     if digits.len() > scale {
         let (int, frac) = digits.split_at(digits.len() - scale);
-        format!("{sign}{int}.{frac}")
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
     } else {
-        format!("{sign}0.{}{digits}", "0".repeat(scale - digits.len()))
+        out.extend_from_slice(b"0.");
+        out.resize(out.len() + scale - digits.len(), b'0');
+        out.extend_from_slice(digits);
     }
 }
 
@@ -134,10 +198,40 @@ mod tests {
     }
 
     #[test]
+    fn index_keys() {
+        for i in [0usize, 7, 10, 99_999, usize::MAX] {
+            let mut out = Vec::new();
+            put_index_key(&mut out, i);
+            assert_eq!(out, format!("{i}\0").into_bytes());
+        }
+    }
+
+    #[test]
     fn decimal_text() {
         assert_eq!(decimal_string(-1234, 2), "-12.34");
         assert_eq!(decimal_string(5, 3), "0.005");
         assert_eq!(decimal_string(5, -2), "500");
         assert_eq!(decimal_string(0, 2), "0.00");
+        assert_eq!(decimal_string(i128::MIN, 0), i128::MIN.to_string());
+        assert_eq!(
+            decimal_string(-(u64::MAX as i128) - 1, 20),
+            "-0.18446744073709551616"
+        );
+    }
+
+    proptest::proptest! {
+        /// The text written in place is Arrow's text of the same decimal,
+        /// in a BSON string.
+        #[test]
+        fn decimal_text_is_arrows(v in -(10i128.pow(38) - 1)..10i128.pow(38), scale in 0i8..=38) {
+            use arrow_array::types::{Decimal128Type, DecimalType};
+            let want = Decimal128Type::format_decimal(v, 38, scale);
+            proptest::prop_assert_eq!(decimal_string(v, scale), want.clone());
+            let mut out = vec![7];
+            put_decimal_str(&mut out, v, scale);
+            let mut expected = vec![7];
+            put_str(&mut expected, want.as_bytes());
+            proptest::prop_assert_eq!(out, expected);
+        }
     }
 }

@@ -403,7 +403,7 @@ fn encode_decimal(
             }
             None if overflow == OverflowPolicy::String => {
                 b::put_element(out, b::STRING, key);
-                b::put_str(out, b::decimal_string(v, scale).as_bytes());
+                b::put_decimal_str(out, v, scale);
             }
             None => {
                 return Err(format!(
@@ -422,7 +422,7 @@ fn encode_decimal(
         }
         DecimalPolicy::String => {
             b::put_element(out, b::STRING, key);
-            b::put_str(out, b::decimal_string(v, scale).as_bytes());
+            b::put_decimal_str(out, v, scale);
         }
     }
     Ok(())

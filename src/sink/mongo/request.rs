@@ -55,7 +55,15 @@ pub(super) struct Request {
 }
 
 impl Request {
-    pub(super) fn new(mode: SendMode, verb: Verb, collection: &str, capacity: usize) -> Request {
+    /// A request for about `capacity` documents of `bytes` bytes in all
+    /// (room made at once: a command that grows is copied as it grows).
+    pub(super) fn new(
+        mode: SendMode,
+        verb: Verb,
+        collection: &str,
+        capacity: usize,
+        bytes: usize,
+    ) -> Request {
         let body = match (mode, verb) {
             (SendMode::InsertMany, Verb::Insert) => Body::Driver(Vec::with_capacity(capacity)),
             _ => {
@@ -63,7 +71,7 @@ impl Request {
                     Verb::Insert => (&b"insert\0"[..], &b"documents\0"[..]),
                     Verb::Upsert => (&b"update\0"[..], &b"updates\0"[..]),
                 };
-                let mut cmd = Vec::with_capacity(1 << 16);
+                let mut cmd = Vec::with_capacity(bytes + capacity * 80 + 1024);
                 let at = b::begin_doc(&mut cmd);
                 debug_assert_eq!(at, 0);
                 b::put_element(&mut cmd, b::STRING, command);
@@ -75,12 +83,16 @@ impl Request {
                 Body::Command { cmd, array_at }
             }
         };
+        let hashes = match body {
+            Body::Command { .. } => Vec::with_capacity(capacity),
+            Body::Driver(_) => Vec::new(),
+        };
         Request {
             verb,
             body,
             ids: Vec::with_capacity(capacity * 24),
             id_ranges: Vec::with_capacity(capacity),
-            hashes: Vec::new(),
+            hashes,
             bytes: 0,
             merge: None,
             merge_overhead: 0,
@@ -132,8 +144,7 @@ impl Request {
                 // The command's bytes are gone once sent: keep the hash.
                 self.hashes.push(hash(doc));
                 cmd.push(b::DOCUMENT);
-                cmd.extend_from_slice(index.to_string().as_bytes());
-                cmd.push(0);
+                b::put_index_key(cmd, index);
                 match self.verb {
                     Verb::Insert => cmd.extend_from_slice(doc),
                     Verb::Upsert => {
@@ -264,7 +275,7 @@ mod tests {
 
     #[test]
     fn an_upsert_request_is_an_update_command_by_id() {
-        let mut r = Request::new(SendMode::InsertMany, Verb::Upsert, "c", 2);
+        let mut r = Request::new(SendMode::InsertMany, Verb::Upsert, "c", 2, 0);
         r.push(&raw(doc! {"_id": 7i64, "s": "x"})).unwrap();
         r.push(&raw(doc! {"_id": "k", "n": 1})).unwrap();
         assert_eq!(
@@ -283,7 +294,7 @@ mod tests {
             ("a".into(), Some(Fields(vec![("b".into(), None)]))),
         ]);
         let mut r =
-            Request::new(SendMode::Command, Verb::Upsert, "c", 1).merging(Some(Arc::new(fields)));
+            Request::new(SendMode::Command, Verb::Upsert, "c", 1, 0).merging(Some(Arc::new(fields)));
         r.push(&raw(doc! {"_id": 7i64, "a": {"b": 1}})).unwrap();
         assert_eq!(
             command(r),
@@ -306,7 +317,7 @@ mod tests {
     fn each_document_keeps_its_id_and_hash() {
         let a = raw(doc! {"_id": 1, "s": "a"});
         for mode in [SendMode::Command, SendMode::InsertMany] {
-            let mut r = Request::new(mode, Verb::Insert, "c", 1);
+            let mut r = Request::new(mode, Verb::Insert, "c", 1, 0);
             r.push(&a).unwrap();
             assert_eq!(r.id_doc(0).unwrap(), &raw(doc! {"_id": 1})[..]);
             assert_eq!(r.hash(0), Some(hash(&a)), "{mode:?}");

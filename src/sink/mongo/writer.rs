@@ -113,7 +113,7 @@ impl Writer {
     /// released when the last request of the batch is acknowledged.
     pub async fn write(&mut self, batch: EncodedBatch, permit: BatchPermit) -> Result<()> {
         let max_bytes = self.bytes_per_request;
-        let mut request = self.new_request(batch.docs);
+        let mut request = self.new_request(batch.docs, batch.bytes);
         for chunk in &batch.chunks {
             for doc in chunk.iter() {
                 if doc.len() > self.limits.max_bson_object_size {
@@ -125,7 +125,7 @@ impl Writer {
                     && (request.len() >= self.docs_per_request
                         || request.bytes() + overhead + doc.len() > max_bytes)
                 {
-                    let full = std::mem::replace(&mut request, self.new_request(batch.docs));
+                    let full = std::mem::replace(&mut request, self.new_request(batch.docs, batch.bytes));
                     self.send(full, &permit).await?;
                 }
                 request.push(doc)?;
@@ -137,12 +137,13 @@ impl Writer {
         Ok(())
     }
 
-    fn new_request(&self, docs: usize) -> Request {
+    fn new_request(&self, docs: usize, bytes: usize) -> Request {
         Request::new(
             self.send_mode,
             self.verb,
             &self.collection_name,
             self.docs_per_request.min(docs),
+            self.bytes_per_request.min(bytes),
         )
         .merging(self.merge.clone())
     }

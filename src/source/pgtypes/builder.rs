@@ -48,7 +48,18 @@ enum Builder {
 
 impl ColumnBuilder {
     pub fn new(name: &str, kind: PgKind, rows: usize) -> Self {
-        let inner = match kind {
+        let inner = Self::builder(kind, rows, rows * 16);
+        ColumnBuilder {
+            name: name.to_string(),
+            kind,
+            inner,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// A builder for `rows` values (`data` bytes of text or binary).
+    fn builder(kind: PgKind, rows: usize, data: usize) -> Builder {
+        match kind {
             PgKind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
             PgKind::Int2 => Builder::Int16(Int16Builder::with_capacity(rows)),
             PgKind::Int4 => Builder::Int32(Int32Builder::with_capacity(rows)),
@@ -71,9 +82,9 @@ impl ColumnBuilder {
             | PgKind::Json { .. }
             | PgKind::Super
             | PgKind::Hllsketch
-            | PgKind::Interval(_) => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
+            | PgKind::Interval(_) => Builder::Text(StringBuilder::with_capacity(rows, data)),
             PgKind::Bytea | PgKind::HexBytes | PgKind::Geometry => {
-                Builder::Binary(BinaryBuilder::with_capacity(rows, rows * 16))
+                Builder::Binary(BinaryBuilder::with_capacity(rows, data))
             }
             PgKind::Date => Builder::Date(Date32Builder::with_capacity(rows)),
             PgKind::Timestamp => {
@@ -85,12 +96,6 @@ impl ColumnBuilder {
             PgKind::Time | PgKind::Timetz => {
                 Builder::Time(Time64MicrosecondBuilder::with_capacity(rows))
             }
-        };
-        ColumnBuilder {
-            name: name.to_string(),
-            kind,
-            inner,
-            scratch: Vec::new(),
         }
     }
 
@@ -186,9 +191,16 @@ impl ColumnBuilder {
         }
     }
 
-    /// The column so far as an array; the builder starts over, empty.
+    /// The column so far as an array; the builder starts over, empty, with
+    /// room for as many values as this batch had (so that the next batch
+    /// does not grow, and copy, its buffers value by value).
     pub fn finish(&mut self) -> ArrayRef {
-        match &mut self.inner {
+        let data = match &self.inner {
+            Builder::Text(b) => b.values_slice().len(),
+            Builder::Binary(b) => b.values_slice().len(),
+            _ => 0,
+        };
+        let array: ArrayRef = match &mut self.inner {
             Builder::Bool(b) => Arc::new(b.finish()),
             Builder::Int16(b) => Arc::new(b.finish()),
             Builder::Int32(b) => Arc::new(b.finish()),
@@ -201,7 +213,9 @@ impl ColumnBuilder {
             Builder::Date(b) => Arc::new(b.finish()),
             Builder::Timestamp(b) => Arc::new(b.finish()),
             Builder::Time(b) => Arc::new(b.finish()),
-        }
+        };
+        self.inner = Self::builder(self.kind, array.len(), data + data / 8);
+        array
     }
 }
 
