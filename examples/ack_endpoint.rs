@@ -56,7 +56,10 @@ async fn main() -> std::io::Result<()> {
             _ = term.recv() => break,
         }
     }
-    eprintln!("ack_endpoint: acknowledged {} documents", acked.load(Ordering::Relaxed));
+    eprintln!(
+        "ack_endpoint: acknowledged {} documents",
+        acked.load(Ordering::Relaxed)
+    );
     Ok(())
 }
 
@@ -97,7 +100,10 @@ async fn relay(
 }
 
 /// Read one whole message into `buf`; false at a clean end of stream.
-async fn read_message(from: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> std::io::Result<bool> {
+async fn read_message(
+    from: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
     buf.resize(HEADER, 0);
     match from.read_exact(&mut buf[..4]).await {
         Ok(_) => {}
@@ -157,7 +163,11 @@ fn acknowledge(msg: &[u8], collection: &str) -> Option<(Vec<u8>, u64)> {
     if target.as_str()? != collection {
         return None;
     }
-    let n = sequence + body.get_array(array).ok().map_or(0, |a| a.into_iter().count() as u64);
+    let n = sequence
+        + body
+            .get_array(array)
+            .ok()
+            .map_or(0, |a| a.into_iter().count() as u64);
     let n32 = n as i32;
     let reply = match command {
         "insert" => bson::rawdoc! { "n": n32, "ok": 1.0 },

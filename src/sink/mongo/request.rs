@@ -293,8 +293,8 @@ mod tests {
             ("s".into(), None),
             ("a".into(), Some(Fields(vec![("b".into(), None)]))),
         ]);
-        let mut r =
-            Request::new(SendMode::Command, Verb::Upsert, "c", 1, 0).merging(Some(Arc::new(fields)));
+        let mut r = Request::new(SendMode::Command, Verb::Upsert, "c", 1, 0)
+            .merging(Some(Arc::new(fields)));
         r.push(&raw(doc! {"_id": 7i64, "a": {"b": 1}})).unwrap();
         assert_eq!(
             command(r),

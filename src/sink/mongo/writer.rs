@@ -125,7 +125,8 @@ impl Writer {
                     && (request.len() >= self.docs_per_request
                         || request.bytes() + overhead + doc.len() > max_bytes)
                 {
-                    let full = std::mem::replace(&mut request, self.new_request(batch.docs, batch.bytes));
+                    let full =
+                        std::mem::replace(&mut request, self.new_request(batch.docs, batch.bytes));
                     self.send(full, &permit).await?;
                 }
                 request.push(doc)?;
