@@ -130,6 +130,10 @@ impl Monitor {
             let mut last = Reading::default();
             let mut first: Option<Progress> = None;
             let mut polled: Option<Instant> = None;
+            // Rows done never go back: a partition this worker finishes
+            // leaves its unsettled rows at once, but the checkpoint reading
+            // counts it only at the next poll.
+            let mut high = 0;
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -141,6 +145,8 @@ impl Monitor {
                     }
                 }
                 let mut now = self.progress(last, started);
+                high = now.rows_done.max(high);
+                now.rows_done = high;
                 let first = first.get_or_insert_with(|| now.clone());
                 now.eta = eta(first, &now);
                 now.rate = now.rows_done.saturating_sub(first.rows_done) as f64
