@@ -42,18 +42,23 @@ pub fn put_str(out: &mut Vec<u8>, s: &[u8]) {
 #[inline]
 pub fn put_index_key(out: &mut Vec<u8>, index: usize) {
     let mut buf = [0u8; 20];
+    let at = digits_into(&mut buf, index as u64);
+    out.extend_from_slice(&buf[at..]);
+    out.push(0);
+}
+
+/// The decimal digits of `n` at the end of `buf`; returns where they begin.
+#[inline]
+fn digits_into(buf: &mut [u8], mut n: u64) -> usize {
     let mut i = buf.len();
-    let mut n = index;
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return i;
         }
     }
-    out.extend_from_slice(&buf[i..]);
-    out.push(0);
 }
 
 /// Start a (sub-)document: returns where its length goes.
@@ -124,15 +129,7 @@ fn write_decimal(out: &mut Vec<u8>, unscaled: i128, scale: i8) {
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
     }
-    let mut n = n as u64;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
+    let i = digits_into(&mut buf[..i], n as u64);
     let digits = &buf[i..];
     if unscaled < 0 {
         out.push(b'-');
