@@ -1,0 +1,45 @@
+//! The process's allocator: mimalloc, tuned for a pipeline that frees and
+//! allocates buffers of several MiB every batch (Arrow columns, encoded
+//! chunks, write requests) within a fixed memory budget.
+//!
+//! - No transparent huge pages. Each first touch of a huge page clears
+//!   2 MiB; buffers that are freed and made again per batch then cost page
+//!   clearing in proportion to how long they wait (a slow sink), and the
+//!   partly used huge pages raise RSS.
+//! - Freed memory is kept, not returned to the system after a delay. The
+//!   budget bounds what is ever in use, so keeping it costs no more than
+//!   the peak, while returning it meant faulting the same pages in again
+//!   at the next batch: the more so the slower the sink.
+//!
+//! `MIMALLOC_ALLOW_THP` and `MIMALLOC_PURGE_DELAY` in the environment still
+//! choose otherwise. The figures behind this choice are in
+//! docs/ARCHITECTURE.md ("The allocator").
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` and `mi_option_allow_thp` in mimalloc v3's
+/// option enum (the bindings name only the older options).
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
+
+/// Apply the settings above, unless the environment sets them; call first
+/// thing in `main`.
+pub fn tune() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain option value; mimalloc reads it at its next
+        // purge.
+        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
+    }
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: as above; no further memory is advised for huge pages.
+        unsafe { libmimalloc_sys::mi_option_set(ALLOW_THP, 0) };
+        #[cfg(target_os = "linux")]
+        // SAFETY: PR_SET_THP_DISABLE takes integer arguments and changes
+        // only this process (mimalloc does the same for MIMALLOC_ALLOW_THP=0,
+        // which it can only read before `main`).
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
+    }
+}
