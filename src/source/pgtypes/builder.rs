@@ -276,6 +276,11 @@ fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], String> {
 
 #[inline]
 fn utf8(v: &[u8]) -> Result<&str, String> {
+    if v.is_ascii() {
+        // SAFETY: ASCII is UTF-8. Checked inline: most text is short ASCII,
+        // where a call to the general validator costs more than the check.
+        return Ok(unsafe { std::str::from_utf8_unchecked(v) });
+    }
     simdutf8::basic::from_utf8(v).map_err(|_| "text is not valid UTF-8".to_string())
 }
 

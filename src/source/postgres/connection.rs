@@ -35,7 +35,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// One PostgreSQL protocol connection (plain or TLS).
 pub(super) struct Connection {
     stream: Box<dyn Stream>,
-    read: BytesMut,
+    /// Bytes read and not yet decoded; the stream decodes rows in place.
+    pub(super) read: BytesMut,
     pub(super) write: BytesMut,
     /// `ParameterStatus` values sent by the server.
     pub(super) parameters: HashMap<String, String>,
@@ -321,7 +322,7 @@ impl Connection {
     }
 
     /// Read more of the socket into the buffer.
-    async fn fill(&mut self) -> Result<()> {
+    pub(super) async fn fill(&mut self) -> Result<()> {
         if self.read.capacity() - self.read.len() < READ_CHUNK / 4 {
             self.read.reserve(READ_CHUNK);
         }

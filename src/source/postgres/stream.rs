@@ -1,10 +1,10 @@
 //! The portal: Bind, `Execute(max_rows)` again and again, each `DataRow`
-//! decoded in place into the Arrow builders, batches cut by rows or bytes
+//! decoded in place, straight from the read buffer, into the Arrow builders, batches cut by rows or bytes
 //! and sent on with their permits.
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use fallible_iterator::FallibleIterator;
+use bytes::{Buf, BytesMut};
 use postgres_protocol::message::{backend, frontend};
 
 use super::connection::{io_error, protocol, server_error, Connection};
@@ -30,18 +30,77 @@ struct Batching<'a> {
     rejects: Vec<(usize, Reject)>,
 }
 
+/// What comes next in the read buffer, after the rows decoded there.
+enum Buffered {
+    /// The batch is full.
+    Full,
+    /// An incomplete message: read the socket.
+    More,
+    /// A complete message other than a row.
+    Other,
+}
+
 impl Batching<'_> {
-    /// Decode one row into the builders; true when the batch is full.
+    /// Decode the complete `DataRow`s at the front of `read` in place (no
+    /// message object per row), until the batch is full or something else
+    /// comes.
+    fn rows_in(&mut self, read: &mut BytesMut) -> Result<Buffered> {
+        let mut at = 0;
+        let next = loop {
+            let rest = &read[at..];
+            let Some(header) = rest.get(..5) else {
+                break Buffered::More;
+            };
+            let len = u32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+            if rest.len() <= len {
+                break Buffered::More;
+            }
+            if header[0] != b'D' {
+                break Buffered::Other;
+            }
+            let full = self.row(
+                rest.get(5..1 + len)
+                    .ok_or_else(|| protocol("short DataRow"))?,
+            )?;
+            at += 1 + len;
+            if full {
+                break Buffered::Full;
+            }
+        };
+        read.advance(at);
+        Ok(next)
+    }
+
+    /// Decode one row (a `DataRow`'s body) into the builders; true when the
+    /// batch is full.
     #[inline]
-    fn row(&mut self, row: &backend::DataRowBody) -> Result<bool> {
-        let buffer = row.buffer();
-        let mut ranges = row.ranges();
+    fn row(&mut self, body: &[u8]) -> Result<bool> {
+        let count = body
+            .get(..2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as usize);
+        if count != Some(self.builders.len()) {
+            return Err(protocol(
+                "DataRow with another number of columns than described",
+            ));
+        }
+        let mut at = 2;
         for b in self.builders.iter_mut() {
-            let range = ranges
-                .next()
-                .map_err(io_error)?
+            let len = body
+                .get(at..at + 4)
                 .ok_or_else(|| protocol("short DataRow"))?;
-            let value = range.map(|r| &buffer[r]);
+            let len = i32::from_be_bytes(len.try_into().expect("4 bytes"));
+            at += 4;
+            let value = match usize::try_from(len) {
+                Ok(len) => {
+                    let v = body
+                        .get(at..at + len)
+                        .ok_or_else(|| protocol("short DataRow"))?;
+                    at += len;
+                    Some(v)
+                }
+                // -1: NULL.
+                Err(_) => None,
+            };
             if let Err(message) = b.append(value) {
                 if !self.limits.dead_letter {
                     return Err(Error::Value {
@@ -64,7 +123,7 @@ impl Batching<'_> {
             }
         }
         self.rows += 1;
-        self.bytes += buffer.len();
+        self.bytes += body.len();
         // Cut here when the batch's share of the budget is reached (wide
         // rows), not only at portal boundaries.
         Ok(self.rows >= self.limits.rows || self.bytes >= self.limits.bytes)
@@ -132,15 +191,20 @@ impl Connection {
         };
         let error;
         loop {
-            // Decode every complete message already in the buffer before
-            // reading the socket again.
-            match self.message().await? {
-                backend::Message::DataRow(row) => {
-                    let full = batch.row(&row)?;
-                    if full {
-                        batch.cut(tx).await?;
-                    }
+            // Decode every complete row already in the buffer before reading
+            // the socket again.
+            let message = match batch.rows_in(&mut self.read)? {
+                Buffered::Full => {
+                    batch.cut(tx).await?;
+                    continue;
                 }
+                Buffered::More => {
+                    self.fill().await?;
+                    continue;
+                }
+                Buffered::Other => self.message().await?,
+            };
+            match message {
                 backend::Message::PortalSuspended => {
                     frontend::execute(PORTAL, fetch_rows, &mut self.write).map_err(io_error)?;
                     frontend::flush(&mut self.write);
@@ -213,4 +277,141 @@ async fn emit(
     };
     let _ = tx.send(Ok(batch)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int32Type;
+    use arrow_array::Array;
+    use arrow_schema::Schema;
+
+    use super::*;
+    use crate::memory::ByteSize;
+    use crate::source::pgtypes::PgKind;
+
+    /// A `DataRow` message of `values` (None: NULL).
+    fn data_row(values: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut body = (values.len() as u16).to_be_bytes().to_vec();
+        for v in values {
+            match v {
+                Some(v) => {
+                    body.extend((v.len() as i32).to_be_bytes());
+                    body.extend(*v);
+                }
+                None => body.extend((-1i32).to_be_bytes()),
+            }
+        }
+        let mut m = vec![b'D'];
+        m.extend((body.len() as u32 + 4).to_be_bytes());
+        m.extend(body);
+        m
+    }
+
+    fn builders() -> Vec<ColumnBuilder> {
+        vec![
+            ColumnBuilder::new("n", PgKind::Int4, 4),
+            ColumnBuilder::new("s", PgKind::Text { padded: false }, 4),
+        ]
+    }
+
+    fn limits(rows: usize, dead_letter: bool) -> BatchLimits {
+        BatchLimits {
+            rows,
+            bytes: usize::MAX,
+            budget: Budget::new(ByteSize(1 << 30), 1),
+            dead_letter,
+        }
+    }
+
+    fn batching<'a>(
+        schema: &'a SchemaRef,
+        builders: &'a mut [ColumnBuilder],
+        limits: &'a BatchLimits,
+    ) -> Batching<'a> {
+        Batching {
+            schema,
+            builders,
+            limits,
+            rows: 0,
+            bytes: 0,
+            rows_before: 0,
+            rejects: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rows_are_decoded_from_the_buffer_up_to_a_partial_message() {
+        let schema: SchemaRef = Arc::new(Schema::empty());
+        let mut b = builders();
+        let limits = limits(3, false);
+        let mut batch = batching(&schema, &mut b, &limits);
+        let one = 1i32.to_be_bytes();
+        let two = 2i32.to_be_bytes();
+        let mut read = BytesMut::new();
+        read.extend(data_row(&[Some(&one), Some("é a".as_bytes())]));
+        read.extend(data_row(&[Some(&two), None]));
+        let third = data_row(&[None, Some(b"z")]);
+        read.extend(&third[..7]);
+        assert!(matches!(batch.rows_in(&mut read).unwrap(), Buffered::More));
+        // The partial message is kept, whole rows are consumed.
+        assert_eq!(&read[..], &third[..7]);
+        read.extend(&third[7..]);
+        read.extend(b"s\0\0\0\x04"); // PortalSuspended
+                                     // The third row fills the batch (3 rows): the message after it waits.
+        assert!(matches!(batch.rows_in(&mut read).unwrap(), Buffered::Full));
+        assert_eq!(&read[..], b"s\0\0\0\x04");
+        assert!(matches!(batch.rows_in(&mut read).unwrap(), Buffered::Other));
+        assert_eq!(batch.rows, 3);
+        let n = b[0].finish();
+        let s = b[1].finish();
+        let (n, s) = (n.as_primitive::<Int32Type>(), s.as_string::<i32>());
+        assert_eq!((n.value(0), n.value(1), n.is_null(2)), (1, 2, true));
+        assert_eq!((s.value(0), s.is_null(1), s.value(2)), ("é a", true, "z"));
+    }
+
+    #[test]
+    fn a_malformed_row_is_a_protocol_error_and_a_bad_value_names_its_column() {
+        let schema: SchemaRef = Arc::new(Schema::empty());
+        let one = 1i32.to_be_bytes();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            // One column where two were described.
+            (data_row(&[Some(&one)]), "number of columns"),
+            // A value longer than its message.
+            (
+                {
+                    let mut m = data_row(&[Some(&one), Some(b"ab")]);
+                    let at = m.len() - 6;
+                    m[at..at + 4].copy_from_slice(&9i32.to_be_bytes());
+                    m
+                },
+                "short DataRow",
+            ),
+            // Text that is not UTF-8.
+            (data_row(&[Some(&one), Some(b"a\xffb")]), "not valid UTF-8"),
+        ];
+        for (message, expected) in cases {
+            let mut b = builders();
+            let limits = limits(10, false);
+            let mut batch = batching(&schema, &mut b, &limits);
+            let mut read = BytesMut::from(&message[..]);
+            let e = batch
+                .rows_in(&mut read)
+                .err()
+                .expect("an error")
+                .to_string();
+            assert!(e.contains(expected), "{e}");
+        }
+        // Set aside with dead letters on: the row stays, its value NULL.
+        let mut b = builders();
+        let limits = limits(10, true);
+        let mut batch = batching(&schema, &mut b, &limits);
+        let mut read = BytesMut::from(&data_row(&[Some(&one), Some(b"a\xffb")])[..]);
+        assert!(matches!(batch.rows_in(&mut read).unwrap(), Buffered::More));
+        assert_eq!((batch.rows, batch.rejects.len()), (1, 1));
+        assert_eq!(batch.rejects[0].1.column, "s");
+        assert!(b[1].finish().is_null(0));
+    }
 }
