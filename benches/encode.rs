@@ -14,13 +14,14 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shiftload::config::{MappingConfig, NullPolicy};
 use shiftload::encode::{reference, Encoder};
 
-// The allocator the `shiftload` binary uses.
+// The allocator the `shiftload` binary uses, with its settings.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROWS: usize = 1_000_000;
 
 fn bench(c: &mut Criterion) {
+    shiftload::alloc::tune();
     let batch = common::reference_batch(ROWS, 42);
     let mapping = MappingConfig {
         id: vec!["id".into()],

@@ -59,6 +59,7 @@ fn row_by_row(batch: &RecordBatch) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
+    shiftload::alloc::tune();
     let batch = common::reference_batch(ROWS, 42);
     let filter = Expr::parse(FILTER).unwrap().bind(&batch.schema()).unwrap();
     let kept = filter.evaluate(&batch).unwrap();

@@ -29,6 +29,7 @@
 //! [`mongo`] (connection and driver errors), [`redact`], [`failpoint`]
 //! (failures on purpose, for tests).
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod config;
 pub mod conninfo;

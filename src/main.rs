@@ -10,11 +10,13 @@ use shiftload::pipeline::{self, RunOptions, Stage};
 use shiftload::{exit, redact, JobConfig};
 use tokio_util::sync::CancellationToken;
 
-mod allocator;
 mod cli;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    allocator::tune();
+    shiftload::alloc::tune();
     let cli = Cli::parse();
     pipeline::report::init_logging(cli.log_format == "json");
     let code = match cli.command {

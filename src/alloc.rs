@@ -1,4 +1,5 @@
-//! The process's allocator: mimalloc, tuned for a pipeline that frees and
+//! The allocator's settings: the `shiftload` binary (and the benches)
+//! allocate with mimalloc, tuned here for a pipeline that frees and
 //! allocates buffers of several MiB every batch (Arrow columns, encoded
 //! chunks, write requests) within a fixed memory budget.
 //!
@@ -15,16 +16,13 @@
 //! choose otherwise. The figures behind this choice are in
 //! docs/ARCHITECTURE.md ("The allocator").
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `mi_option_purge_delay` and `mi_option_allow_thp` in mimalloc v3's
 /// option enum (the bindings name only the older options).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
-/// Apply the settings above, unless the environment sets them; call first
-/// thing in `main`.
+/// Apply the settings above to the process's mimalloc, unless the
+/// environment sets them; call first thing in `main`.
 pub fn tune() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a plain option value; mimalloc reads it at its next
