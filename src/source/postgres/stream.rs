@@ -40,7 +40,23 @@ enum Buffered {
     Other,
 }
 
-impl Batching<'_> {
+impl<'a> Batching<'a> {
+    fn new(
+        schema: &'a SchemaRef,
+        builders: &'a mut [ColumnBuilder],
+        limits: &'a BatchLimits,
+    ) -> Self {
+        Batching {
+            schema,
+            builders,
+            limits,
+            rows: 0,
+            bytes: 0,
+            rows_before: 0,
+            rejects: Vec::new(),
+        }
+    }
+
     /// Decode the complete `DataRow`s at the front of `read` in place (no
     /// message object per row), until the batch is full or something else
     /// comes.
@@ -180,15 +196,7 @@ impl Connection {
         }
         frontend::flush(&mut self.write);
         self.flush().await?;
-        let mut batch = Batching {
-            schema,
-            builders,
-            limits,
-            rows: 0,
-            bytes: 0,
-            rows_before: 0,
-            rejects: Vec::new(),
-        };
+        let mut batch = Batching::new(schema, builders, limits);
         let error;
         loop {
             // Decode every complete row already in the buffer before reading
@@ -326,28 +334,12 @@ mod tests {
         }
     }
 
-    fn batching<'a>(
-        schema: &'a SchemaRef,
-        builders: &'a mut [ColumnBuilder],
-        limits: &'a BatchLimits,
-    ) -> Batching<'a> {
-        Batching {
-            schema,
-            builders,
-            limits,
-            rows: 0,
-            bytes: 0,
-            rows_before: 0,
-            rejects: Vec::new(),
-        }
-    }
-
     #[test]
     fn rows_are_decoded_from_the_buffer_up_to_a_partial_message() {
         let schema: SchemaRef = Arc::new(Schema::empty());
         let mut b = builders();
         let limits = limits(3, false);
-        let mut batch = batching(&schema, &mut b, &limits);
+        let mut batch = Batching::new(&schema, &mut b, &limits);
         let one = 1i32.to_be_bytes();
         let two = 2i32.to_be_bytes();
         let mut read = BytesMut::new();
@@ -395,7 +387,7 @@ mod tests {
         for (message, expected) in cases {
             let mut b = builders();
             let limits = limits(10, false);
-            let mut batch = batching(&schema, &mut b, &limits);
+            let mut batch = Batching::new(&schema, &mut b, &limits);
             let mut read = BytesMut::from(&message[..]);
             let e = batch
                 .rows_in(&mut read)
@@ -407,7 +399,7 @@ mod tests {
         // Set aside with dead letters on: the row stays, its value NULL.
         let mut b = builders();
         let limits = limits(10, true);
-        let mut batch = batching(&schema, &mut b, &limits);
+        let mut batch = Batching::new(&schema, &mut b, &limits);
         let mut read = BytesMut::from(&data_row(&[Some(&one), Some(b"a\xffb")])[..]);
         assert!(matches!(batch.rows_in(&mut read).unwrap(), Buffered::More));
         assert_eq!((batch.rows, batch.rejects.len()), (1, 1));
