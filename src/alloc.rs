@@ -41,3 +41,23 @@ pub fn tune() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option numbers are mimalloc v3's: read unset, they hold its
+    /// defaults (a purge delay of 1000 ms, huge pages allowed), so a
+    /// mimalloc whose numbering moved is caught here.
+    #[test]
+    fn the_option_numbers_are_the_ones_meant() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // SAFETY: reads an option value.
+            assert_eq!(unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) }, 1000);
+        }
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+            // SAFETY: as above.
+            assert_eq!(unsafe { libmimalloc_sys::mi_option_get(ALLOW_THP) }, 1);
+        }
+    }
+}

@@ -311,11 +311,8 @@ impl Connection {
     /// The next backend message whole, unparsed (tag, length, body).
     pub(super) async fn frame(&mut self) -> Result<BytesMut> {
         loop {
-            if self.read.len() >= 5 {
-                let len = u32::from_be_bytes(self.read[1..5].try_into().expect("4 bytes")) as usize;
-                if self.read.len() > len {
-                    return Ok(self.read.split_to(len + 1));
-                }
+            if let Some(n) = frame_len(&self.read) {
+                return Ok(self.read.split_to(n));
             }
             self.fill().await?;
         }
@@ -351,6 +348,14 @@ impl Connection {
             self.fill().await?;
         }
     }
+}
+
+/// The length (tag, length, body) of the message at the front of `buf`
+/// when it is complete.
+#[inline]
+pub(super) fn frame_len(buf: &[u8]) -> Option<usize> {
+    let len = u32::from_be_bytes(buf.get(1..5)?.try_into().expect("4 bytes")) as usize;
+    (buf.len() > len).then_some(len + 1)
 }
 
 /// The TLS exchange `mode` asks for: the stream, and the server

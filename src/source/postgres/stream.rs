@@ -1,13 +1,13 @@
 //! The portal: Bind, `Execute(max_rows)` again and again, each `DataRow`
-//! decoded in place, straight from the read buffer, into the Arrow builders, batches cut by rows or bytes
-//! and sent on with their permits.
+//! decoded in place, straight from the read buffer, into the Arrow
+//! builders, batches cut by rows or bytes and sent on with their permits.
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use bytes::{Buf, BytesMut};
 use postgres_protocol::message::{backend, frontend};
 
-use super::connection::{io_error, protocol, server_error, Connection};
+use super::connection::{frame_len, io_error, protocol, server_error, Connection};
 use super::{BatchLimits, BatchSender};
 use crate::deadletter::Reject;
 use crate::error::{Error, Result};
@@ -64,21 +64,14 @@ impl<'a> Batching<'a> {
         let mut at = 0;
         let next = loop {
             let rest = &read[at..];
-            let Some(header) = rest.get(..5) else {
+            let Some(n) = frame_len(rest) else {
                 break Buffered::More;
             };
-            let len = u32::from_be_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
-            if rest.len() <= len {
-                break Buffered::More;
-            }
-            if header[0] != b'D' {
+            if rest[0] != b'D' {
                 break Buffered::Other;
             }
-            let full = self.row(
-                rest.get(5..1 + len)
-                    .ok_or_else(|| protocol("short DataRow"))?,
-            )?;
-            at += 1 + len;
+            let full = self.row(rest.get(5..n).ok_or_else(|| protocol("short DataRow"))?)?;
+            at += n;
             if full {
                 break Buffered::Full;
             }
