@@ -31,6 +31,105 @@ pub fn put_element(out: &mut Vec<u8>, ty: u8, key: &[u8]) {
     out.extend_from_slice(key);
 }
 
+/// Bytes an element's head is padded to: a head this long or shorter (a key
+/// of up to 30 bytes) is written with one fixed-size copy.
+const HEAD: usize = 32;
+/// Bytes of text a short string is copied in, the same way.
+const SHORT_TEXT: usize = 32;
+
+/// An element's head (type byte, key, NUL) kept padded, so that writing it
+/// with its value takes one capacity check and fixed-size copies, where
+/// `extend_from_slice` would check and call `memcpy` for each part.
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// A type byte (written over per element), the key and its NUL, then
+    /// zeros up to `HEAD`; only used when `len <= HEAD`.
+    padded: [u8; HEAD],
+    /// The key and its NUL (the slow path for long keys).
+    key: Vec<u8>,
+    len: usize,
+}
+
+impl Head {
+    /// The head of elements named `key` (NUL included, as [`cstring_key`]).
+    pub fn new(key: &[u8]) -> Head {
+        let mut padded = [0u8; HEAD];
+        let len = 1 + key.len();
+        if len <= HEAD {
+            padded[1..len].copy_from_slice(key);
+        }
+        Head {
+            padded,
+            key: key.to_vec(),
+            len,
+        }
+    }
+
+    /// The key and its NUL.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Append an element of type `ty` whose value is `value`.
+    #[inline(always)]
+    pub fn put<const V: usize>(&self, out: &mut Vec<u8>, ty: u8, value: [u8; V]) {
+        if self.len > HEAD {
+            out.push(ty);
+            out.extend_from_slice(&self.key);
+            out.extend_from_slice(&value);
+            return;
+        }
+        out.reserve(HEAD + V);
+        // SAFETY: `reserve` made room for HEAD + V bytes past the length.
+        // The head's HEAD bytes and the value's V bytes are written inside
+        // that room (the value at `self.len <= HEAD`), and the length grows
+        // by the `self.len + V` of them that are the element.
+        unsafe {
+            let at = out.len();
+            let dst = out.as_mut_ptr().add(at);
+            std::ptr::copy_nonoverlapping(self.padded.as_ptr(), dst, HEAD);
+            *dst = ty;
+            std::ptr::copy_nonoverlapping(value.as_ptr(), dst.add(self.len), V);
+            out.set_len(at + self.len + V);
+        }
+    }
+
+    /// Append a string element holding the first `len` bytes of `text`.
+    /// `text` is where those bytes are in their buffer: up to
+    /// `SHORT_TEXT` bytes are copied from it in one fixed-size copy when
+    /// the buffer has them, whatever follows the string.
+    #[inline(always)]
+    pub fn put_text(&self, out: &mut Vec<u8>, text: &[u8], len: usize) {
+        debug_assert!(len <= text.len());
+        let short = match text.get(..SHORT_TEXT) {
+            Some(s) if len <= SHORT_TEXT && self.len <= HEAD => s,
+            _ => {
+                self.put(out, STRING, (len as i32 + 1).to_le_bytes());
+                out.extend_from_slice(&text[..len]);
+                out.push(0);
+                return;
+            }
+        };
+        out.reserve(HEAD + 4 + SHORT_TEXT + 1);
+        // SAFETY: `reserve` made room for HEAD + 4 + SHORT_TEXT + 1 bytes
+        // past the length. The head takes HEAD of them; the string's length
+        // is written at `self.len <= HEAD`, its SHORT_TEXT bytes after it and
+        // its NUL after the `len <= SHORT_TEXT` that belong to it; the length
+        // grows by the element's `self.len + 4 + len + 1` bytes.
+        unsafe {
+            let at = out.len();
+            let dst = out.as_mut_ptr().add(at);
+            std::ptr::copy_nonoverlapping(self.padded.as_ptr(), dst, HEAD);
+            *dst = STRING;
+            let v = dst.add(self.len);
+            std::ptr::copy_nonoverlapping((len as i32 + 1).to_le_bytes().as_ptr(), v, 4);
+            std::ptr::copy_nonoverlapping(short.as_ptr(), v.add(4), SHORT_TEXT);
+            *v.add(4 + len) = 0;
+            out.set_len(at + self.len + 4 + len + 1);
+        }
+    }
+}
+
 #[inline]
 pub fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as i32 + 1).to_le_bytes());
@@ -99,58 +198,77 @@ pub fn decimal128(unscaled: i128, scale: i8) -> Option<[u8; 16]> {
     Some(bits.to_le_bytes())
 }
 
+/// Longest decimal text of an i128 at any scale: a sign, 39 digits and a
+/// point, or 128 zeros after the digits, or a point before 127 digits.
+const DECIMAL_TEXT: usize = 168;
+
 /// `unscaled · 10^-scale` as decimal text, e.g. `-12.3400`.
 pub fn decimal_string(unscaled: i128, scale: i8) -> String {
-    let mut out = Vec::with_capacity(48);
-    write_decimal(&mut out, unscaled, scale);
-    String::from_utf8(out).expect("ASCII digits")
+    let mut buf = [0u8; DECIMAL_TEXT + SHORT_TEXT];
+    let at = write_decimal_text(&mut buf, unscaled, scale);
+    String::from_utf8(buf[at..DECIMAL_TEXT].to_vec()).expect("ASCII digits")
 }
 
-/// A BSON string of `unscaled · 10^-scale` as decimal text, written in
-/// place (no allocation per value).
+impl Head {
+    /// Append a string element holding `unscaled · 10^-scale` as decimal
+    /// text (made on the stack: no allocation per value).
+    #[inline]
+    pub fn put_decimal(&self, out: &mut Vec<u8>, unscaled: i128, scale: i8) {
+        // Room after the text, so that a short one is copied in one move.
+        let mut buf = [0u8; DECIMAL_TEXT + SHORT_TEXT];
+        let at = write_decimal_text(&mut buf, unscaled, scale);
+        self.put_text(out, &buf[at..], DECIMAL_TEXT - at);
+    }
+}
+
+/// The text of [`decimal_string`], written right to left so that it ends
+/// at `DECIMAL_TEXT`; returns where it begins.
 #[inline]
-pub fn put_decimal_str(out: &mut Vec<u8>, unscaled: i128, scale: i8) {
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    write_decimal(out, unscaled, scale);
-    let len = (out.len() - at - 4 + 1) as i32;
-    out.push(0);
-    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+fn write_decimal_text(
+    buf: &mut [u8; DECIMAL_TEXT + SHORT_TEXT],
+    unscaled: i128,
+    scale: i8,
+) -> usize {
+    let mut n = unscaled.unsigned_abs();
+    let mut i = DECIMAL_TEXT;
+    let mut put = |i: &mut usize, c: u8| {
+        *i -= 1;
+        buf[*i] = c;
+    };
+    if scale < 0 && unscaled != 0 {
+        for _ in 0..-(scale as i32) {
+            put(&mut i, b'0');
+        }
+    }
+    if scale > 0 {
+        for _ in 0..scale {
+            put(&mut i, b'0' + pop_digit(&mut n));
+        }
+        put(&mut i, b'.');
+    }
+    loop {
+        put(&mut i, b'0' + pop_digit(&mut n));
+        if n == 0 {
+            break;
+        }
+    }
+    if unscaled < 0 {
+        put(&mut i, b'-');
+    }
+    i
 }
 
-/// The text of [`decimal_string`], appended to `out`.
-fn write_decimal(out: &mut Vec<u8>, unscaled: i128, scale: i8) {
-    // 39 digits hold any i128; 64-bit division where the value fits.
-    let mut buf = [0u8; 40];
-    let mut i = buf.len();
-    let mut n = unscaled.unsigned_abs();
-    while n > u64::MAX as u128 {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    let i = digits_into(&mut buf[..i], n as u64);
-    let digits = &buf[i..];
-    if unscaled < 0 {
-        out.push(b'-');
-    }
-    if scale <= 0 {
-        out.extend_from_slice(digits);
-        if unscaled != 0 {
-            out.resize(out.len() + (-(scale as i32)) as usize, b'0');
-        }
-        return;
-    }
-    let scale = scale as usize;
-    if digits.len() > scale {
-        let (int, frac) = digits.split_at(digits.len() - scale);
-        out.extend_from_slice(int);
-        out.push(b'.');
-        out.extend_from_slice(frac);
+/// The last decimal digit of `n`, removed from it (64-bit division where
+/// `n` fits).
+#[inline(always)]
+fn pop_digit(n: &mut u128) -> u8 {
+    if let Ok(m) = u64::try_from(*n) {
+        *n = (m / 10) as u128;
+        (m % 10) as u8
     } else {
-        out.extend_from_slice(b"0.");
-        out.resize(out.len() + scale - digits.len(), b'0');
-        out.extend_from_slice(digits);
+        let d = (*n % 10) as u8;
+        *n /= 10;
+        d
     }
 }
 
@@ -214,6 +332,17 @@ mod tests {
             decimal_string(-(u64::MAX as i128) - 1, 20),
             "-0.18446744073709551616"
         );
+        // The longest texts, at the ends of the scale's range.
+        let min = i128::MIN.to_string();
+        assert_eq!(
+            decimal_string(i128::MIN, -128),
+            format!("{min}{}", "0".repeat(128))
+        );
+        assert_eq!(
+            decimal_string(i128::MIN, 127),
+            format!("-0.{}{}", "0".repeat(127 - 39), &min[1..])
+        );
+        assert_eq!(decimal_string(1, 127), format!("0.{}1", "0".repeat(126)));
     }
 
     proptest::proptest! {
@@ -225,8 +354,8 @@ mod tests {
             let want = Decimal128Type::format_decimal(v, 38, scale);
             proptest::prop_assert_eq!(decimal_string(v, scale), want.clone());
             let mut out = vec![7];
-            put_decimal_str(&mut out, v, scale);
-            let mut expected = vec![7];
+            Head::new(b"k\0").put_decimal(&mut out, v, scale);
+            let mut expected = vec![7, STRING, b'k', 0];
             put_str(&mut expected, want.as_bytes());
             proptest::prop_assert_eq!(out, expected);
         }

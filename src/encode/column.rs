@@ -24,10 +24,8 @@ use crate::kind::FieldKind;
 /// virtual call) and writes type byte, key and value into the buffer.
 pub(super) struct ColumnEncoder<'a> {
     nulls: Option<NullBuffer>,
-    /// Type byte + key + NUL, for the columns whose BSON type is fixed.
-    prefix: Vec<u8>,
-    /// Key + NUL, for the columns whose BSON type depends on the value.
-    key: Vec<u8>,
+    /// The elements' head: type byte, key, NUL.
+    head: b::Head,
     values: Values<'a>,
     /// Refuse NaN and ±Infinity.
     finite_only: bool,
@@ -94,6 +92,12 @@ impl ColumnEncoder<'_> {
         self
     }
 
+    /// Append a NULL element.
+    #[inline(always)]
+    pub(super) fn put_null(&self, out: &mut Vec<u8>) {
+        self.head.put(out, b::NULL, []);
+    }
+
     #[inline(always)]
     pub(super) fn is_null(&self, row: usize) -> bool {
         self.nulls.as_ref().is_some_and(|n| n.is_null(row))
@@ -103,69 +107,57 @@ impl ColumnEncoder<'_> {
     #[inline(always)]
     pub(super) fn encode(&self, row: usize, out: &mut Vec<u8>) -> std::result::Result<(), String> {
         match &self.values {
-            Values::I16(v) => {
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&(v[row] as i32).to_le_bytes());
-            }
-            Values::I32(v) => {
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&v[row].to_le_bytes());
-            }
-            Values::I64(v) => {
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&v[row].to_le_bytes());
-            }
+            Values::I16(v) => self.head.put(out, b::INT32, (v[row] as i32).to_le_bytes()),
+            Values::I32(v) => self.head.put(out, b::INT32, v[row].to_le_bytes()),
+            Values::I64(v) => self.head.put(out, b::INT64, v[row].to_le_bytes()),
             Values::F32(v) => {
                 let x = v[row] as f64;
                 if self.finite_only && !x.is_finite() {
                     return Err(non_finite(x));
                 }
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&x.to_le_bytes());
+                self.head.put(out, b::DOUBLE, x.to_le_bytes());
             }
             Values::F64(v) => {
                 let x = v[row];
                 if self.finite_only && !x.is_finite() {
                     return Err(non_finite(x));
                 }
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&x.to_le_bytes());
+                self.head.put(out, b::DOUBLE, x.to_le_bytes());
             }
-            Values::Bool(v) => {
-                out.extend_from_slice(&self.prefix);
-                out.push(v.value(row) as u8);
-            }
+            Values::Bool(v) => self.head.put(out, b::BOOLEAN, [v.value(row) as u8]),
             Values::Str {
                 offsets,
                 data,
                 trim,
             } => {
-                let mut s = &data[offsets[row] as usize..offsets[row + 1] as usize];
+                let start = offsets[row] as usize;
+                let mut s = &data[start..offsets[row + 1] as usize];
                 if *trim {
                     while let [rest @ .., b' '] = s {
                         s = rest;
                     }
                 }
-                out.extend_from_slice(&self.prefix);
-                b::put_str(out, s);
+                self.head.put_text(out, &data[start..], s.len());
             }
             Values::LargeStr(v) => {
-                out.extend_from_slice(&self.prefix);
-                b::put_str(out, v.value(row).as_bytes());
+                let s = v.value(row).as_bytes();
+                self.head.put_text(out, s, s.len());
             }
-            Values::Json(JsonText::Utf8(a), big) => write_json(out, &self.key, a.value(row), *big)?,
+            Values::Json(JsonText::Utf8(a), big) => {
+                write_json(out, self.head.key(), a.value(row), *big)?
+            }
             Values::Json(JsonText::LargeUtf8(a), big) => {
-                write_json(out, &self.key, a.value(row), *big)?
+                write_json(out, self.head.key(), a.value(row), *big)?
             }
             Values::GeoJson(a, big) => {
                 let text = super::geo::ewkb_to_geojson(a.value(row))?;
-                write_json(out, &self.key, &text, *big)?
+                write_json(out, self.head.key(), &text, *big)?
             }
             Values::Bin { offsets, data } => {
                 let bytes = &data[offsets[row] as usize..offsets[row + 1] as usize];
-                out.extend_from_slice(&self.prefix);
-                out.extend_from_slice(&(bytes.len() as i32).to_le_bytes());
-                out.push(0); // generic binary subtype
+                let [l0, l1, l2, l3] = (bytes.len() as i32).to_le_bytes();
+                // The length, then the generic binary subtype.
+                self.head.put(out, b::BINARY, [l0, l1, l2, l3, 0]);
                 out.extend_from_slice(bytes);
             }
             Values::Decimal {
@@ -173,7 +165,7 @@ impl ColumnEncoder<'_> {
                 scale,
                 policy,
                 overflow,
-            } => encode_decimal(values[row], *scale, *policy, *overflow, &self.key, out)?,
+            } => encode_decimal(values[row], *scale, *policy, *overflow, &self.head, out)?,
             Values::Date { .. } | Values::Timestamp { .. } | Values::Time { .. } => {
                 self.encode_temporal(row, out)?
             }
@@ -191,7 +183,7 @@ impl ColumnEncoder<'_> {
                     i32::MIN => Instant::Infinity(false),
                     d => Instant::Day(d as i64),
                 };
-                encode_instant(instant, *policy, true, &self.key, out)?;
+                encode_instant(instant, *policy, true, &self.head, out)?;
             }
             Values::Timestamp {
                 values,
@@ -207,15 +199,14 @@ impl ColumnEncoder<'_> {
                     (0, v) => Instant::Micros(v.div_euclid(1_000)),
                     (m, v) => Instant::Micros(v.checked_mul(m).ok_or_else(out_of_range)?),
                 };
-                encode_instant(instant, *policy, *utc, &self.key, out)?;
+                encode_instant(instant, *policy, *utc, &self.head, out)?;
             }
             Values::Time { micros, policy } => {
                 let v = micros[row];
                 if *policy == TimestampPolicy::Micros {
-                    b::put_element(out, b::INT64, &self.key);
-                    out.extend_from_slice(&v.to_le_bytes());
+                    self.head.put(out, b::INT64, v.to_le_bytes());
                 } else {
-                    b::put_element(out, b::STRING, &self.key);
+                    self.head.put(out, b::STRING, []);
                     b::put_str(out, crate::time::time_string(v).as_bytes());
                 }
             }
@@ -245,28 +236,13 @@ pub(super) fn make_encoder<'a>(
     o: Options,
 ) -> Result<ColumnEncoder<'a>> {
     let kind = FieldKind::of(field);
-    let (ty, values) = match array.data_type() {
-        DataType::Boolean => (b::BOOLEAN, Values::Bool(array.as_boolean())),
-        DataType::Int16 => (
-            b::INT32,
-            Values::I16(array.as_primitive::<Int16Type>().values()),
-        ),
-        DataType::Int32 => (
-            b::INT32,
-            Values::I32(array.as_primitive::<Int32Type>().values()),
-        ),
-        DataType::Int64 => (
-            b::INT64,
-            Values::I64(array.as_primitive::<Int64Type>().values()),
-        ),
-        DataType::Float32 => (
-            b::DOUBLE,
-            Values::F32(array.as_primitive::<Float32Type>().values()),
-        ),
-        DataType::Float64 => (
-            b::DOUBLE,
-            Values::F64(array.as_primitive::<Float64Type>().values()),
-        ),
+    let values = match array.data_type() {
+        DataType::Boolean => Values::Bool(array.as_boolean()),
+        DataType::Int16 => Values::I16(array.as_primitive::<Int16Type>().values()),
+        DataType::Int32 => Values::I32(array.as_primitive::<Int32Type>().values()),
+        DataType::Int64 => Values::I64(array.as_primitive::<Int64Type>().values()),
+        DataType::Float32 => Values::F32(array.as_primitive::<Float32Type>().values()),
+        DataType::Float64 => Values::F64(array.as_primitive::<Float64Type>().values()),
         DataType::Utf8 | DataType::LargeUtf8
             if kind == Some(FieldKind::Json) && o.json == JsonPolicy::Parse =>
         {
@@ -275,67 +251,53 @@ pub(super) fn make_encoder<'a>(
             } else {
                 JsonText::LargeUtf8(array.as_string::<i64>())
             };
-            (0, Values::Json(text, big_ints(o)))
+            Values::Json(text, big_ints(o))
         }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
-            let values = Values::Str {
+            Values::Str {
                 offsets: a.value_offsets(),
                 data: a.value_data(),
                 trim: kind == Some(FieldKind::Char) && o.trim_char,
-            };
-            (b::STRING, values)
+            }
         }
-        DataType::LargeUtf8 => (b::STRING, Values::LargeStr(array.as_string::<i64>())),
+        DataType::LargeUtf8 => Values::LargeStr(array.as_string::<i64>()),
         DataType::Binary
             if kind == Some(FieldKind::Geometry) && o.geometry == GeometryPolicy::Geojson =>
         {
-            (0, Values::GeoJson(array.as_binary::<i32>(), big_ints(o)))
+            Values::GeoJson(array.as_binary::<i32>(), big_ints(o))
         }
         DataType::Binary => {
             let a = array.as_binary::<i32>();
-            (
-                b::BINARY,
-                Values::Bin {
-                    offsets: a.value_offsets(),
-                    data: a.value_data(),
-                },
-            )
+            Values::Bin {
+                offsets: a.value_offsets(),
+                data: a.value_data(),
+            }
         }
         _ => rich_values(array, field, o)?,
     };
-    let mut prefix = Vec::with_capacity(key.len() + 1);
-    prefix.push(ty);
-    prefix.extend_from_slice(key);
     Ok(ColumnEncoder {
         nulls: array.logical_nulls(),
-        prefix,
-        key: key.to_vec(),
+        head: b::Head::new(key),
         values,
         finite_only: false,
     })
 }
 
 /// The values of a DECIMAL, DATE, TIMESTAMP or TIME column, whose BSON type
-/// depends on the policy (the type byte is written per value).
-fn rich_values<'a>(array: &'a ArrayRef, field: &Field, o: Options) -> Result<(u8, Values<'a>)> {
+/// depends on the policy.
+fn rich_values<'a>(array: &'a ArrayRef, field: &Field, o: Options) -> Result<Values<'a>> {
     Ok(match array.data_type() {
-        DataType::Decimal128(_, scale) => (
-            0,
-            Values::Decimal {
-                values: array.as_primitive::<Decimal128Type>().values(),
-                scale: *scale,
-                policy: o.decimal,
-                overflow: o.decimal_overflow,
-            },
-        ),
-        DataType::Date32 => (
-            0,
-            Values::Date {
-                days: array.as_primitive::<Date32Type>().values(),
-                policy: o.timestamp,
-            },
-        ),
+        DataType::Decimal128(_, scale) => Values::Decimal {
+            values: array.as_primitive::<Decimal128Type>().values(),
+            scale: *scale,
+            policy: o.decimal,
+            overflow: o.decimal_overflow,
+        },
+        DataType::Date32 => Values::Date {
+            days: array.as_primitive::<Date32Type>().values(),
+            policy: o.timestamp,
+        },
         DataType::Timestamp(unit, tz) => {
             let (values, to_micros): (&[i64], i64) = match unit {
                 TimeUnit::Second => (
@@ -353,23 +315,17 @@ fn rich_values<'a>(array: &'a ArrayRef, field: &Field, o: Options) -> Result<(u8
                     (array.as_primitive::<TimestampNanosecondType>().values(), 0)
                 }
             };
-            (
-                0,
-                Values::Timestamp {
-                    values,
-                    to_micros,
-                    utc: tz.is_some(),
-                    policy: o.timestamp,
-                },
-            )
-        }
-        DataType::Time64(TimeUnit::Microsecond) => (
-            0,
-            Values::Time {
-                micros: array.as_primitive::<Time64MicrosecondType>().values(),
+            Values::Timestamp {
+                values,
+                to_micros,
+                utc: tz.is_some(),
                 policy: o.timestamp,
-            },
-        ),
+            }
+        }
+        DataType::Time64(TimeUnit::Microsecond) => Values::Time {
+            micros: array.as_primitive::<Time64MicrosecondType>().values(),
+            policy: o.timestamp,
+        },
         _ => {
             check_encodable(field)?;
             unreachable!("check_encodable accepts only the types matched here and above")
@@ -392,18 +348,14 @@ fn encode_decimal(
     scale: i8,
     policy: DecimalPolicy,
     overflow: OverflowPolicy,
-    key: &[u8],
+    head: &b::Head,
     out: &mut Vec<u8>,
 ) -> std::result::Result<(), String> {
     match policy {
         DecimalPolicy::Decimal128 => match b::decimal128(v, scale) {
-            Some(bytes) => {
-                b::put_element(out, b::DECIMAL128, key);
-                out.extend_from_slice(&bytes);
-            }
+            Some(bytes) => head.put(out, b::DECIMAL128, bytes),
             None if overflow == OverflowPolicy::String => {
-                b::put_element(out, b::STRING, key);
-                b::put_decimal_str(out, v, scale);
+                head.put_decimal(out, v, scale);
             }
             None => {
                 return Err(format!(
@@ -417,12 +369,10 @@ fn encode_decimal(
             let f: f64 = b::decimal_string(v, scale)
                 .parse()
                 .map_err(|e| format!("{e}"))?;
-            b::put_element(out, b::DOUBLE, key);
-            out.extend_from_slice(&f.to_le_bytes());
+            head.put(out, b::DOUBLE, f.to_le_bytes());
         }
         DecimalPolicy::String => {
-            b::put_element(out, b::STRING, key);
-            b::put_decimal_str(out, v, scale);
+            head.put_decimal(out, v, scale);
         }
     }
     Ok(())
@@ -440,7 +390,7 @@ fn encode_instant(
     instant: Instant,
     policy: TimestampPolicy,
     utc: bool,
-    key: &[u8],
+    head: &b::Head,
     out: &mut Vec<u8>,
 ) -> std::result::Result<(), String> {
     match policy {
@@ -457,8 +407,7 @@ fn encode_instant(
                     }
                 }
             };
-            b::put_element(out, b::DATETIME, key);
-            out.extend_from_slice(&ms.to_le_bytes());
+            head.put(out, b::DATETIME, ms.to_le_bytes());
         }
         TimestampPolicy::Micros => {
             let us = match instant {
@@ -472,8 +421,7 @@ fn encode_instant(
                     }
                 }
             };
-            b::put_element(out, b::INT64, key);
-            out.extend_from_slice(&us.to_le_bytes());
+            head.put(out, b::INT64, us.to_le_bytes());
         }
         TimestampPolicy::String => {
             let text = match instant {
@@ -487,8 +435,7 @@ fn encode_instant(
                     }
                 }
             };
-            b::put_element(out, b::STRING, key);
-            b::put_str(out, text.as_bytes());
+            head.put_text(out, text.as_bytes(), text.len());
         }
     }
     Ok(())

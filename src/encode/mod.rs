@@ -418,7 +418,7 @@ impl Encoder {
                     let enc = &encoders[*leaf];
                     if enc.is_null(row) {
                         if self.plan.options.null == NullPolicy::Null {
-                            b::put_element(out, b::NULL, &self.plan.leaves[*leaf].key);
+                            enc.put_null(out);
                         }
                     } else {
                         enc.encode(row, out).map_err(|m| (*leaf, m))?;
