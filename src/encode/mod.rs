@@ -104,6 +104,10 @@ struct Plan {
     leaves: Vec<Leaf>,
     id: IdPlan,
     body: Vec<Node>,
+    /// Where the body's leaves begin when the body is flat: leaves
+    /// `flat..` in order, no sub-document. The row loop then walks the
+    /// encoders themselves instead of the tree.
+    flat: Option<usize>,
     options: Options,
     /// Columns that identify a row in error messages.
     key_columns: Vec<usize>,
@@ -171,11 +175,18 @@ impl Encoder {
         }
         let id = id_plan(schema, &id_columns, &mut leaves);
         let body = body_tree(schema, mapping, &included, &mut leaves)?;
+        let first = leaves.len() - body.len();
+        let flat = body
+            .iter()
+            .enumerate()
+            .all(|(i, n)| matches!(n, Node::Leaf(l) if *l == first + i))
+            .then_some(first);
         Ok(Encoder {
             plan: Plan {
                 leaves,
                 id,
                 body,
+                flat,
                 options,
                 key_columns: id_columns,
             },
@@ -400,9 +411,36 @@ impl Encoder {
                 b::end_doc(out, sub);
             }
         }
-        self.write_nodes(&self.plan.body, encoders, row, out)?;
+        match self.plan.flat {
+            Some(first) => {
+                for (i, enc) in encoders[first..].iter().enumerate() {
+                    self.write_leaf(enc, first + i, row, out)?;
+                }
+            }
+            None => self.write_nodes(&self.plan.body, encoders, row, out)?,
+        }
         b::end_doc(out, at);
         Ok(())
+    }
+
+    /// The element of `enc` (leaf `leaf`) for `row`, or none for a NULL
+    /// under `null = "omit"`.
+    #[inline(always)]
+    fn write_leaf(
+        &self,
+        enc: &ColumnEncoder<'_>,
+        leaf: usize,
+        row: usize,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), (usize, String)> {
+        if enc.is_null(row) {
+            if self.plan.options.null == NullPolicy::Null {
+                enc.put_null(out);
+            }
+            Ok(())
+        } else {
+            enc.encode(row, out).map_err(|m| (leaf, m))
+        }
     }
 
     fn write_nodes(
@@ -414,16 +452,7 @@ impl Encoder {
     ) -> std::result::Result<(), (usize, String)> {
         for node in nodes {
             match node {
-                Node::Leaf(leaf) => {
-                    let enc = &encoders[*leaf];
-                    if enc.is_null(row) {
-                        if self.plan.options.null == NullPolicy::Null {
-                            enc.put_null(out);
-                        }
-                    } else {
-                        enc.encode(row, out).map_err(|m| (*leaf, m))?;
-                    }
-                }
+                Node::Leaf(leaf) => self.write_leaf(&encoders[*leaf], *leaf, row, out)?,
                 Node::Doc { key, children } => {
                     let start = out.len();
                     b::put_element(out, b::DOCUMENT, key);
