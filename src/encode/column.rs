@@ -92,6 +92,27 @@ impl ColumnEncoder<'_> {
         self
     }
 
+    /// About how many bytes this column's element takes in a document of
+    /// a batch of `rows` rows: what sizes the first batch's buffers, before
+    /// any batch was measured.
+    pub(super) fn element_bytes(&self, rows: usize) -> usize {
+        let mean = |bytes: usize| bytes / rows.max(1);
+        let value = match &self.values {
+            Values::I16(_) | Values::I32(_) => 4,
+            Values::Bool(_) => 1,
+            Values::I64(_) | Values::F32(_) | Values::F64(_) => 8,
+            Values::Date { .. } | Values::Timestamp { .. } | Values::Time { .. } => 32,
+            Values::Decimal { .. } => 24,
+            Values::Str { data, .. } | Values::Bin { data, .. } => 5 + mean(data.len()),
+            Values::LargeStr(a) => 5 + mean(a.value_data().len()),
+            // Arrays and numbers can take more room in BSON than as text.
+            Values::Json(JsonText::Utf8(a), _) => 16 + 2 * mean(a.value_data().len()),
+            Values::Json(JsonText::LargeUtf8(a), _) => 16 + 2 * mean(a.value_data().len()),
+            Values::GeoJson(a, _) => 64 + 3 * mean(a.value_data().len()),
+        };
+        self.head.key().len() + 1 + value
+    }
+
     /// Append a NULL element.
     #[inline(always)]
     pub(super) fn put_null(&self, out: &mut Vec<u8>) {

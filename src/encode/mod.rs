@@ -86,7 +86,8 @@ pub struct EncodedBatch {
 /// A mapping resolved against a schema, reusable for every batch of it.
 pub struct Encoder {
     plan: Plan,
-    /// Running estimate of BSON bytes per row, to size buffers up front.
+    /// BSON bytes per row of the last batch, to size buffers up front (0
+    /// before the first).
     bytes_per_row: AtomicUsize,
     /// Set rows that cannot be encoded aside instead of failing.
     dead_letter: bool,
@@ -190,7 +191,7 @@ impl Encoder {
                 options,
                 key_columns: id_columns,
             },
-            bytes_per_row: AtomicUsize::new(64),
+            bytes_per_row: AtomicUsize::new(0),
             dead_letter: false,
             finite_only: false,
             no_decimal128: false,
@@ -281,7 +282,11 @@ impl Encoder {
             .step_by(chunk_rows)
             .map(|s| (s, (s + chunk_rows).min(n)))
             .collect();
-        let estimate = self.bytes_per_row.load(Ordering::Relaxed);
+        let estimate = match self.bytes_per_row.load(Ordering::Relaxed) {
+            // No batch measured yet: sized from this one's columns.
+            0 => 5 + encoders.iter().map(|e| e.element_bytes(n)).sum::<usize>(),
+            measured => measured,
+        };
         let chunks = ranges
             .into_par_iter()
             .map(|(start, end)| {
