@@ -104,9 +104,8 @@ impl Head {
         let short = match text.get(..SHORT_TEXT) {
             Some(s) if len <= SHORT_TEXT && self.len <= HEAD => s,
             _ => {
-                self.put(out, STRING, (len as i32 + 1).to_le_bytes());
-                out.extend_from_slice(&text[..len]);
-                out.push(0);
+                self.put(out, STRING, []);
+                put_str(out, &text[..len]);
                 return;
             }
         };

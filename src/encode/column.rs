@@ -227,8 +227,8 @@ impl ColumnEncoder<'_> {
                 if *policy == TimestampPolicy::Micros {
                     self.head.put(out, b::INT64, v.to_le_bytes());
                 } else {
-                    self.head.put(out, b::STRING, []);
-                    b::put_str(out, crate::time::time_string(v).as_bytes());
+                    let text = crate::time::time_string(v);
+                    self.head.put_text(out, text.as_bytes(), text.len());
                 }
             }
             _ => unreachable!("called for temporal columns only"),
