@@ -253,8 +253,9 @@ pub struct TargetConfig {
     /// How documents are sent.
     #[serde(default)]
     pub send: SendMode,
-    /// Documents per insert request, at most; the server's
-    /// `maxWriteBatchSize` and `maxMessageSizeBytes` also bound a request.
+    /// Documents per insert request, at most (1,000 by default); the
+    /// server's `maxWriteBatchSize` and `maxMessageSizeBytes`, and the
+    /// budget's share for requests, also bound a request.
     #[serde(default = "default_write_batch_docs")]
     pub write_batch_docs: usize,
     /// What to do when the target already holds a different document under
@@ -324,7 +325,7 @@ fn default_writers() -> usize {
     4
 }
 fn default_write_batch_docs() -> usize {
-    10_000
+    1_000
 }
 
 impl JobConfig {
