@@ -53,6 +53,24 @@ impl EncodedChunk {
     pub fn iter(&self) -> DocIter<'_> {
         DocIter { buf: &self.buf }
     }
+
+    /// The documents, each with where it starts in `buf`.
+    pub fn iter_at(&self) -> impl Iterator<Item = (usize, &[u8])> {
+        let mut at = 0;
+        self.iter().map(move |doc| {
+            let start = at;
+            at += doc.len();
+            (start, doc)
+        })
+    }
+
+    /// The document that starts at `at` in `buf`.
+    pub fn doc_at(&self, at: usize) -> Option<&[u8]> {
+        DocIter {
+            buf: self.buf.get(at..)?,
+        }
+        .next()
+    }
 }
 
 /// Iterator over documents stored back to back.

@@ -5,16 +5,18 @@
 //! ([`crate::encode::Fields::merge_update`]).
 //!
 //! A request keeps, for every document, what is needed to judge a
-//! duplicate-key error afterwards ([`super::reply`]): its `_id`, and its
-//! bytes or (a command, whose bytes are gone once sent) a 128-bit hash of
-//! them.
+//! duplicate-key error afterwards ([`super::reply`]): its `_id`, and where
+//! its bytes can be read again: its own copy for the driver, or (a command,
+//! whose bytes are gone once sent) its place in the encoded batch, which
+//! the request holds until it is answered. The hash that compares it with
+//! the target's document is computed only for a duplicate.
 
 use std::sync::Arc;
 
 use bson::RawDocumentBuf;
 
 use crate::config::SendMode;
-use crate::encode::{bson as b, Fields};
+use crate::encode::{bson as b, EncodedBatch, Fields};
 use crate::error::{Error, Result};
 
 /// What a request does with its documents.
@@ -38,14 +40,17 @@ pub(super) enum Body {
     Command { cmd: Vec<u8>, array_at: usize },
 }
 
-/// One request and, per document, its `_id` and hash.
+/// One request and, per document, its `_id` and where its bytes are.
 pub(super) struct Request {
     pub(super) verb: Verb,
     pub(super) body: Body,
     /// `{_id: ...}` of each document, one after the other.
     ids: Vec<u8>,
     id_ranges: Vec<(usize, usize)>,
-    hashes: Vec<u128>,
+    /// The batch a command's documents come from, and per document its
+    /// chunk and offset there.
+    origin: Option<Arc<EncodedBatch>>,
+    places: Vec<(usize, usize)>,
     bytes: usize,
     /// An upsert merges these fields instead of replacing the document.
     merge: Option<Arc<Fields>>,
@@ -83,7 +88,7 @@ impl Request {
                 Body::Command { cmd, array_at }
             }
         };
-        let hashes = match body {
+        let places = match body {
             Body::Command { .. } => Vec::with_capacity(capacity),
             Body::Driver(_) => Vec::new(),
         };
@@ -92,11 +97,18 @@ impl Request {
             body,
             ids: Vec::with_capacity(capacity * 24),
             id_ranges: Vec::with_capacity(capacity),
-            hashes,
+            origin: None,
+            places,
             bytes: 0,
             merge: None,
             merge_overhead: 0,
         }
+    }
+
+    /// The documents come from `batch` (kept until the request is dropped).
+    pub(super) fn reading_from(mut self, batch: Arc<EncodedBatch>) -> Self {
+        self.origin = Some(batch);
+        self
     }
 
     /// Upserts merge `fields` into the stored documents.
@@ -124,7 +136,9 @@ impl Request {
         }
     }
 
-    pub(super) fn push(&mut self, doc: &[u8]) -> Result<()> {
+    /// Add `doc`, which starts at `place` (chunk, offset) of the batch given
+    /// to [`Request::reading_from`].
+    pub(super) fn push(&mut self, doc: &[u8], place: (usize, usize)) -> Result<()> {
         self.bytes += doc.len();
         // `_id` is the document's first element: keep it as `{_id: ...}`.
         let start = self.ids.len();
@@ -141,8 +155,8 @@ impl Request {
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ),
             Body::Command { cmd, .. } => {
-                // The command's bytes are gone once sent: keep the hash.
-                self.hashes.push(hash(doc));
+                // The command's bytes are gone once sent: keep the place.
+                self.places.push(place);
                 cmd.push(b::DOCUMENT);
                 b::put_index_key(cmd, index);
                 match self.verb {
@@ -171,12 +185,15 @@ impl Request {
         self.id_ranges.get(i).map(|&(s, e)| &self.ids[s..e])
     }
 
-    /// The hash of document `i`'s bytes (computed when asked where the
-    /// documents are kept, at `push` where they are not).
+    /// The hash of document `i`'s bytes.
     pub(super) fn hash(&self, i: usize) -> Option<u128> {
         match &self.body {
             Body::Driver(docs) => docs.get(i).map(|d| hash(d.as_bytes())),
-            Body::Command { .. } => self.hashes.get(i).copied(),
+            Body::Command { .. } => {
+                let &(chunk, at) = self.places.get(i)?;
+                let batch = self.origin.as_ref()?;
+                batch.chunks.get(chunk)?.doc_at(at).map(hash)
+            }
         }
     }
 }
@@ -257,6 +274,7 @@ pub(super) fn describe_id(doc: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::EncodedChunk;
     use bson::{doc, Document};
 
     fn raw(d: Document) -> Vec<u8> {
@@ -276,8 +294,8 @@ mod tests {
     #[test]
     fn an_upsert_request_is_an_update_command_by_id() {
         let mut r = Request::new(SendMode::InsertMany, Verb::Upsert, "c", 2, 0);
-        r.push(&raw(doc! {"_id": 7i64, "s": "x"})).unwrap();
-        r.push(&raw(doc! {"_id": "k", "n": 1})).unwrap();
+        r.push(&raw(doc! {"_id": 7i64, "s": "x"}), (0, 0)).unwrap();
+        r.push(&raw(doc! {"_id": "k", "n": 1}), (0, 0)).unwrap();
         assert_eq!(
             command(r),
             doc! {"update": "c", "ordered": false, "updates": [
@@ -295,7 +313,8 @@ mod tests {
         ]);
         let mut r = Request::new(SendMode::Command, Verb::Upsert, "c", 1, 0)
             .merging(Some(Arc::new(fields)));
-        r.push(&raw(doc! {"_id": 7i64, "a": {"b": 1}})).unwrap();
+        r.push(&raw(doc! {"_id": 7i64, "a": {"b": 1}}), (0, 0))
+            .unwrap();
         assert_eq!(
             command(r),
             doc! {"update": "c", "ordered": false, "updates": [
@@ -316,15 +335,38 @@ mod tests {
     #[test]
     fn each_document_keeps_its_id_and_hash() {
         let a = raw(doc! {"_id": 1, "s": "a"});
+        let b = raw(doc! {"_id": 2, "s": "bb"});
+        // The second document in the second chunk, after another.
+        let chunks = vec![
+            EncodedChunk {
+                buf: a.clone(),
+                docs: 1,
+            },
+            EncodedChunk {
+                buf: [a.clone(), b.clone()].concat(),
+                docs: 2,
+            },
+        ];
+        let batch = Arc::new(EncodedBatch {
+            chunks,
+            docs: 3,
+            bytes: 2 * a.len() + b.len(),
+            rejects: Vec::new(),
+        });
+        let (b_at, b_doc) = batch.chunks[1].iter_at().nth(1).unwrap();
+        assert_eq!(b_doc, &b[..]);
         for mode in [SendMode::Command, SendMode::InsertMany] {
-            let mut r = Request::new(mode, Verb::Insert, "c", 1, 0);
-            r.push(&a).unwrap();
+            let mut r = Request::new(mode, Verb::Insert, "c", 2, 0).reading_from(batch.clone());
+            r.push(&a, (0, 0)).unwrap();
+            r.push(&b, (1, b_at)).unwrap();
             assert_eq!(r.id_doc(0).unwrap(), &raw(doc! {"_id": 1})[..]);
+            assert_eq!(r.id_doc(1).unwrap(), &raw(doc! {"_id": 2})[..]);
             assert_eq!(r.hash(0), Some(hash(&a)), "{mode:?}");
+            assert_eq!(r.hash(1), Some(hash(&b)), "{mode:?}");
             assert_ne!(r.hash(0), Some(hash(&raw(doc! {"_id": 1, "s": "b"}))));
-            assert_eq!(r.hash(1), None);
-            assert_eq!(r.len(), 1);
-            assert_eq!(r.bytes(), a.len());
+            assert_eq!(r.hash(2), None);
+            assert_eq!(r.len(), 2);
+            assert_eq!(r.bytes(), a.len() + b.len());
         }
     }
 }

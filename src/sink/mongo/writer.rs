@@ -113,9 +113,10 @@ impl Writer {
     /// released when the last request of the batch is acknowledged.
     pub async fn write(&mut self, batch: EncodedBatch, permit: BatchPermit) -> Result<()> {
         let max_bytes = self.bytes_per_request;
-        let mut request = self.new_request(batch.docs, batch.bytes);
-        for chunk in &batch.chunks {
-            for doc in chunk.iter() {
+        let batch = Arc::new(batch);
+        let mut request = self.new_request(&batch);
+        for (c, chunk) in batch.chunks.iter().enumerate() {
+            for (at, doc) in chunk.iter_at() {
                 if doc.len() > self.limits.max_bson_object_size {
                     self.too_large(doc)?;
                     continue;
@@ -125,11 +126,10 @@ impl Writer {
                     && (request.len() >= self.docs_per_request
                         || request.bytes() + overhead + doc.len() > max_bytes)
                 {
-                    let full =
-                        std::mem::replace(&mut request, self.new_request(batch.docs, batch.bytes));
+                    let full = std::mem::replace(&mut request, self.new_request(&batch));
                     self.send(full, &permit).await?;
                 }
-                request.push(doc)?;
+                request.push(doc, (c, at))?;
             }
         }
         if request.len() > 0 {
@@ -138,14 +138,15 @@ impl Writer {
         Ok(())
     }
 
-    fn new_request(&self, docs: usize, bytes: usize) -> Request {
+    fn new_request(&self, batch: &Arc<EncodedBatch>) -> Request {
         Request::new(
             self.send_mode,
             self.verb,
             &self.collection_name,
-            self.docs_per_request.min(docs),
-            self.bytes_per_request.min(bytes),
+            self.docs_per_request.min(batch.docs),
+            self.bytes_per_request.min(batch.bytes),
         )
+        .reading_from(Arc::clone(batch))
         .merging(self.merge.clone())
     }
 
