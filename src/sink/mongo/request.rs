@@ -105,9 +105,12 @@ impl Request {
         }
     }
 
-    /// The documents come from `batch` (kept until the request is dropped).
+    /// The documents come from `batch`. A command keeps it until the
+    /// request is dropped; the driver's body has its own copies.
     pub(super) fn reading_from(mut self, batch: Arc<EncodedBatch>) -> Self {
-        self.origin = Some(batch);
+        if let Body::Command { .. } = self.body {
+            self.origin = Some(batch);
+        }
         self
     }
 
