@@ -10,14 +10,22 @@
 //! `scripts/bench-ceiling.sh`). What it acknowledges is lost.
 //!
 //! ```text
-//! cargo run --release --example ack_endpoint -- LISTEN UPSTREAM COLLECTION
+//! cargo run --release --example ack_endpoint -- LISTEN UPSTREAM COLLECTION [DOCS_PER_SECOND]
 //! cargo run --release --example ack_endpoint -- 127.0.0.1:27019 127.0.0.1:27018 c
 //! ```
+//!
+//! With `DOCS_PER_SECOND`, it plays a slow server that costs this machine
+//! nothing: each acknowledgement waits until the documents before it, over
+//! all connections, would have been written at that rate. A client's CPU
+//! into it, against the unpaced endpoint, shows what waiting costs the
+//! client itself, apart from a real slow server's competition for the cores
+//! (`scripts/bench-slow-sink.sh`).
 //!
 //! On SIGINT or SIGTERM it prints how many documents it acknowledged.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bson::RawDocument;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -30,10 +38,20 @@ const HEADER: usize = 16;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [listen, upstream, collection] = &args[..] else {
-        eprintln!("usage: ack_endpoint LISTEN_ADDR UPSTREAM_ADDR COLLECTION");
-        std::process::exit(2);
+    let (listen, upstream, collection, pace) = match &args[..] {
+        [l, u, c] => (l, u, c, None),
+        [l, u, c, p] => match p.parse::<f64>() {
+            Ok(p) if p > 0.0 => (l, u, c, Some(p)),
+            _ => usage(),
+        },
+        _ => usage(),
     };
+    let pace = pace.map(|docs_per_second| {
+        Arc::new(Pace {
+            docs_per_second,
+            free_at: std::sync::Mutex::new(Instant::now()),
+        })
+    });
     let listener = TcpListener::bind(listen).await?;
     eprintln!("ack_endpoint: {listen} acknowledges writes to collection {collection:?}, forwards the rest to {upstream}");
     let acked = Arc::new(AtomicU64::new(0));
@@ -44,8 +62,9 @@ async fn main() -> std::io::Result<()> {
             accepted = listener.accept() => {
                 let (client, _) = accepted?;
                 let (upstream, collection, acked) = (upstream.clone(), collection.clone(), acked.clone());
+                let pace = pace.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = relay(client, &upstream, &collection, &acked).await {
+                    if let Err(e) = relay(client, &upstream, &collection, &acked, pace.as_deref()).await {
                         if e.kind() != std::io::ErrorKind::UnexpectedEof {
                             eprintln!("ack_endpoint: connection ended: {e}");
                         }
@@ -63,6 +82,28 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
+fn usage() -> ! {
+    eprintln!("usage: ack_endpoint LISTEN_ADDR UPSTREAM_ADDR COLLECTION [DOCS_PER_SECOND]");
+    std::process::exit(2);
+}
+
+/// A server's write rate, shared by all connections.
+struct Pace {
+    docs_per_second: f64,
+    /// When the documents acknowledged so far would all have been written.
+    free_at: std::sync::Mutex<Instant>,
+}
+
+impl Pace {
+    /// When `n` more documents would be written, reserving that time.
+    fn reserve(&self, n: u64) -> Instant {
+        let mut free_at = self.free_at.lock().unwrap();
+        let start = (*free_at).max(Instant::now());
+        *free_at = start + Duration::from_secs_f64(n as f64 / self.docs_per_second);
+        *free_at
+    }
+}
+
 /// One client connection: its writes to `collection` answered here, the
 /// rest relayed to its own connection to `upstream`.
 async fn relay(
@@ -70,6 +111,7 @@ async fn relay(
     upstream: &str,
     collection: &str,
     acked: &AtomicU64,
+    pace: Option<&Pace>,
 ) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     let server = TcpStream::connect(upstream).await?;
@@ -90,6 +132,9 @@ async fn relay(
         match acknowledge(&buf, collection) {
             Some((reply, n)) => {
                 acked.fetch_add(n, Ordering::Relaxed);
+                if let Some(pace) = pace {
+                    tokio::time::sleep_until(pace.reserve(n).into()).await;
+                }
                 to_client.lock().await.write_all(&reply).await?;
             }
             None => to_server.write_all(&buf).await?,

@@ -26,13 +26,14 @@ peers_env() {
 }
 
 # The measuring instrument examples/ack_endpoint.rs on port $1, acknowledging
-# writes to collection $2 and forwarding the rest to MONGODB_URI's server;
-# ACK_URI is its URI. Stopped by ack_stop (or when the script exits).
+# writes to collection $2 and forwarding the rest to MONGODB_URI's server,
+# paced at $3 documents per second when given; ACK_URI is its URI. Stopped by
+# ack_stop (or when the script exits).
 ack_start() {
   cargo build --release --quiet --example ack_endpoint
   local upstream
   upstream=$(python3 -c "import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(f'{p.hostname}:{p.port or 27017}')" "$MONGODB_URI")
-  ./target/release/examples/ack_endpoint "127.0.0.1:$1" "$upstream" "$2" 2>>"${ACK_LOG:-/dev/null}" &
+  ./target/release/examples/ack_endpoint "127.0.0.1:$1" "$upstream" "$2" ${3:+"$3"} 2>>"${ACK_LOG:-/dev/null}" &
   ACK_PID=$!
   ACK_URI="mongodb://127.0.0.1:$1/"
   local i
