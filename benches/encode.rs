@@ -1,6 +1,8 @@
 //! Arrow → BSON on the reference batch (1,000,000 rows × 10 columns, see
 //! `common.rs`): the fast encoder on 1 and 2 threads against the naive path
-//! (a `bson::Document` per row, then its serialiser), in the same run.
+//! (a `bson::Document` per row, then its serialiser), in the same run; and
+//! the 1-thread encoder with the decimal column written as text
+//! (`mapping.decimal = "string"`, the benchmark scripts' setting).
 //!
 //!     cargo bench --bench encode
 //!
@@ -11,7 +13,7 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shiftload::config::{MappingConfig, NullPolicy};
+use shiftload::config::{DecimalPolicy, MappingConfig, NullPolicy};
 use shiftload::encode::{reference, Encoder};
 
 // The allocator the `shiftload` binary uses, with its settings.
@@ -46,6 +48,21 @@ fn bench(c: &mut Criterion) {
             b.iter(|| pool.install(|| encoder.encode(&batch, 0).unwrap().bytes))
         });
     }
+    let as_text = Encoder::new(
+        &batch.schema(),
+        &MappingConfig {
+            decimal: DecimalPolicy::String,
+            ..mapping.clone()
+        },
+    )
+    .unwrap();
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    group.bench_function("shiftload_1_thread_decimal_text", |b| {
+        b.iter(|| single.install(|| as_text.encode(&batch, 0).unwrap().bytes))
+    });
     group.bench_function("naive_document_per_row", |b| {
         b.iter(|| {
             (0..ROWS)

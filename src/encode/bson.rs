@@ -230,31 +230,96 @@ fn write_decimal_text(
 ) -> usize {
     let mut n = unscaled.unsigned_abs();
     let mut i = DECIMAL_TEXT;
-    let mut put = |i: &mut usize, c: u8| {
-        *i -= 1;
-        buf[*i] = c;
-    };
-    if scale < 0 && unscaled != 0 {
-        for _ in 0..-(scale as i32) {
-            put(&mut i, b'0');
+    match (u64::try_from(n), scale) {
+        // Nearly every value: 64 bits, a scale 10^scale fits in.
+        (Ok(m), 0..=19) => {
+            if scale > 0 {
+                let unit = POW10[scale as usize];
+                put_digits(buf, &mut i, m % unit, scale as usize);
+                i -= 1;
+                buf[i] = b'.';
+                put_digits(buf, &mut i, m / unit, 1);
+            } else {
+                put_digits(buf, &mut i, m, 1);
+            }
         }
-    }
-    if scale > 0 {
-        for _ in 0..scale {
-            put(&mut i, b'0' + pop_digit(&mut n));
-        }
-        put(&mut i, b'.');
-    }
-    loop {
-        put(&mut i, b'0' + pop_digit(&mut n));
-        if n == 0 {
-            break;
+        _ => {
+            let mut put = |i: &mut usize, c: u8| {
+                *i -= 1;
+                buf[*i] = c;
+            };
+            if scale < 0 && unscaled != 0 {
+                for _ in 0..-(scale as i32) {
+                    put(&mut i, b'0');
+                }
+            }
+            if scale > 0 {
+                for _ in 0..scale {
+                    put(&mut i, b'0' + pop_digit(&mut n));
+                }
+                put(&mut i, b'.');
+            }
+            loop {
+                put(&mut i, b'0' + pop_digit(&mut n));
+                if n == 0 {
+                    break;
+                }
+            }
         }
     }
     if unscaled < 0 {
-        put(&mut i, b'-');
+        i -= 1;
+        buf[i] = b'-';
     }
     i
+}
+
+/// 10^0 to 10^19, the powers of ten a `u64` holds.
+const POW10: [u64; 20] = {
+    let mut p = [1u64; 20];
+    let mut k = 1;
+    while k < 20 {
+        p[k] = p[k - 1] * 10;
+        k += 1;
+    }
+    p
+};
+
+/// "00", "01", … "99": two digits per division.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut k = 0;
+    while k < 100 {
+        t[2 * k] = b'0' + (k / 10) as u8;
+        t[2 * k + 1] = b'0' + (k % 10) as u8;
+        k += 1;
+    }
+    t
+};
+
+/// The digits of `x`, written right to left to end at `*i`: at least `min`
+/// of them (zeros in front), and at least one.
+#[inline(always)]
+fn put_digits(buf: &mut [u8], i: &mut usize, mut x: u64, min: usize) {
+    let end = *i;
+    while x >= 100 {
+        let pair = (x % 100) as usize * 2;
+        x /= 100;
+        *i -= 2;
+        buf[*i..*i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if x >= 10 {
+        let pair = x as usize * 2;
+        *i -= 2;
+        buf[*i..*i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else if x > 0 || *i == end {
+        *i -= 1;
+        buf[*i] = b'0' + x as u8;
+    }
+    while end - *i < min {
+        *i -= 1;
+        buf[*i] = b'0';
+    }
 }
 
 /// The last decimal digit of `n`, removed from it (64-bit division where
@@ -342,6 +407,25 @@ mod tests {
             format!("-0.{}{}", "0".repeat(127 - 39), &min[1..])
         );
         assert_eq!(decimal_string(1, 127), format!("0.{}1", "0".repeat(126)));
+        // Either side of the 64-bit path's edges: u64::MAX, scale 19 and 20.
+        assert_eq!(decimal_string(u64::MAX as i128, 0), u64::MAX.to_string());
+        assert_eq!(
+            decimal_string(u64::MAX as i128 + 1, 0),
+            (u64::MAX as u128 + 1).to_string()
+        );
+        assert_eq!(
+            decimal_string(-(u64::MAX as i128), 19),
+            "-1.8446744073709551615"
+        );
+        assert_eq!(
+            decimal_string(u64::MAX as i128, 20),
+            "0.18446744073709551615"
+        );
+        assert_eq!(decimal_string(100, 0), "100");
+        assert_eq!(decimal_string(100, 1), "10.0");
+        assert_eq!(decimal_string(100, 3), "0.100");
+        assert_eq!(decimal_string(-7, 1), "-0.7");
+        assert_eq!(decimal_string(99, 2), "0.99");
     }
 
     proptest::proptest! {
@@ -357,6 +441,22 @@ mod tests {
             let mut expected = vec![7, STRING, b'k', 0];
             put_str(&mut expected, want.as_bytes());
             proptest::prop_assert_eq!(out, expected);
+        }
+
+        /// The same where nearly every value falls: 64 bits, scale to 20,
+        /// and few digits as often as many.
+        #[test]
+        fn decimal_text_is_arrows_in_64_bits(
+            digits in 1u32..=20,
+            seed in proptest::prelude::any::<u64>(),
+            negative in proptest::prelude::any::<bool>(),
+            scale in 0i8..=20,
+        ) {
+            use arrow_array::types::{Decimal128Type, DecimalType};
+            let m = if digits == 20 { seed } else { seed % 10u64.pow(digits) };
+            let v = if negative { -(m as i128) } else { m as i128 };
+            let want = Decimal128Type::format_decimal(v, 38, scale);
+            proptest::prop_assert_eq!(decimal_string(v, scale), want);
         }
     }
 }
