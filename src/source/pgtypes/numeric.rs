@@ -79,7 +79,7 @@ fn short_groups(groups: &[u8], weight: i32, scale: i8) -> Result<i128, NumericEr
     // Digits below the scale must all be zeros (h < 10^16 < 10^19).
     match POW10.get((-e) as usize) {
         _ if h == 0 => Ok(0),
-        Some(&p) if h % p == 0 => Ok((h / p) as i128),
+        Some(&p) if h.is_multiple_of(p) => Ok((h / p) as i128),
         _ => Err(NumericError::Inexact),
     }
 }
