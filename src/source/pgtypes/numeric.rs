@@ -77,23 +77,12 @@ fn short_groups(groups: &[u8], weight: i32, scale: i8) -> Result<i128, NumericEr
             .ok_or(NumericError::Overflow);
     }
     // Digits below the scale must all be zeros (h < 10^16 < 10^19).
-    match POW10.get((-e) as usize) {
+    match 10u64.checked_pow((-e) as u32) {
         _ if h == 0 => Ok(0),
-        Some(&p) if h.is_multiple_of(p) => Ok((h / p) as i128),
+        Some(p) if h.is_multiple_of(p) => Ok((h / p) as i128),
         _ => Err(NumericError::Inexact),
     }
 }
-
-/// 10^0 to 10^19.
-const POW10: [u64; 20] = {
-    let mut p = [1u64; 20];
-    let mut k = 1;
-    while k < 20 {
-        p[k] = p[k - 1] * 10;
-        k += 1;
-    }
-    p
-};
 
 /// Any number of groups, each scaled on its own in `i128`.
 fn long_groups(groups: &[u8], weight: i32, scale: i8) -> Result<i128, NumericError> {
