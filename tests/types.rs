@@ -10,7 +10,7 @@ use common::*;
 const COLUMNS: &str = "
   id int PRIMARY KEY,
   c_smallint smallint, c_integer integer, c_bigint bigint,
-  c_numeric numeric(38,10), c_numeric_small numeric(18,4),
+  c_numeric numeric(38,10), c_numeric_small numeric(18,4), c_numeric_fine numeric(38,37),
   c_real real, c_double double precision, c_bool boolean,
   c_char char(10), c_varchar varchar(100), c_text text,
   c_date date, c_timestamp timestamp, c_timestamptz timestamptz,
@@ -18,29 +18,31 @@ const COLUMNS: &str = "
   c_interval interval";
 
 const ROWS: &str = "
-  (1, 12, 345678, 9012345678, 12345.6789012345, 99.95, 1.5, 2.25, true,
+  (1, 12, 345678, 9012345678, 12345.6789012345, 99.95, 0, 1.5, 2.25, true,
    'ab', 'héllo wörld ✓ 日本', 'line1\nline2\ttab \"quoted\"',
    '2024-02-29', '2024-02-29 13:14:15.123456', '2024-02-29 13:14:15.654321+02',
    '08:30:00.000001', '12:00:00+05:30', '\\x00ff10', '{\"a\": [1, \"b\", {\"c\": null}], \"d\": 2.5}',
    '{\"k\": {\"n\": 1.5, \"t\": true}, \"big\": 12345678901}', '1 year 2 mons 3 days 04:05:06.5'),
   (2, -32768, -2147483648, -9223372036854775808, -9999999999999999999999999999.9999999999, -99999999999999.9999,
+   -9.9999999999999999999999999999999999999,
    -3.4e38, -1.7976931348623157e308, false,
    '', '', '',
    '1901-12-13', '1901-12-13 20:45:52.123456', '1969-12-31 23:59:59.999999+00',
    '00:00:00', '00:00:00-03', '\\x', '[]', '[1, {\"x\": [2, 3]}]', '-1 hours -30 minutes'),
   (3, 32767, 2147483647, 9223372036854775807, 9999999999999999999999999999.9999999999, 0.0001,
+   0.0000000000000000000000000000000000001,
    1.17549435e-38, 5e-324, true,
    'full width', 'x', 'ünïcödé',
    'infinity', 'infinity', '-infinity',
    '23:59:59.999999', '23:59:59.999999+14', '\\x00', '\"just a string\"', 'null', '0'),
-  (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)";
 
 /// What PostgreSQL says each value should become, as text, one query
 /// (intervals in PostgreSQL's own ISO 8601 style).
 const EXPECTED: &str = "
   SET intervalstyle = iso_8601;
-  SELECT id, c_smallint, c_integer, c_bigint, c_numeric, c_numeric_small,
+  SELECT id, c_smallint, c_integer, c_bigint, c_numeric, c_numeric_small, c_numeric_fine,
          c_real::float8 AS c_real, c_double, c_bool, rtrim(c_char) AS c_char, c_varchar, c_text,
          CASE WHEN isfinite(c_date) THEN (c_date - date '1970-01-01')::bigint * 86400000
               WHEN c_date > '2000-01-01' THEN 9223372036854775807 WHEN c_date IS NOT NULL THEN -9223372036854775808 END AS c_date,
@@ -71,7 +73,9 @@ fn check_field(column: &str, expected: &str, got: &Bson, id: &str) {
         }
         "c_bigint" => assert_eq!(got, &Bson::Int64(expected.parse().unwrap()), "{ctx}"),
         // decimal = "string": exactly PostgreSQL's text at the column's scale.
-        "c_numeric" | "c_numeric_small" => assert_eq!(got, &Bson::String(expected.into()), "{ctx}"),
+        "c_numeric" | "c_numeric_small" | "c_numeric_fine" => {
+            assert_eq!(got, &Bson::String(expected.into()), "{ctx}")
+        }
         "c_real" | "c_double" => assert_eq!(got, &Bson::Double(expected.parse().unwrap()), "{ctx}"),
         "c_bool" => assert_eq!(got, &Bson::Boolean(expected == "t"), "{ctx}"),
         "c_char" | "c_varchar" | "c_text" | "c_time" | "c_timetz" | "c_interval" => {
