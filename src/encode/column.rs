@@ -186,7 +186,20 @@ impl ColumnEncoder<'_> {
                 scale,
                 policy,
                 overflow,
-            } => encode_decimal(values[row], *scale, *policy, *overflow, &self.head, out)?,
+            } => {
+                let v = values[row];
+                // The common cases here; the rest (and every error) out of line.
+                match policy {
+                    DecimalPolicy::Decimal128 => match b::decimal128(v, *scale) {
+                        Some(bytes) => self.head.put(out, b::DECIMAL128, bytes),
+                        None => encode_decimal(v, *scale, *policy, *overflow, &self.head, out)?,
+                    },
+                    DecimalPolicy::String => self.head.put_decimal(out, v, *scale),
+                    DecimalPolicy::Double => {
+                        encode_decimal(v, *scale, *policy, *overflow, &self.head, out)?
+                    }
+                }
+            }
             Values::Date { .. } | Values::Timestamp { .. } | Values::Time { .. } => {
                 self.encode_temporal(row, out)?
             }
@@ -364,6 +377,8 @@ enum JsonText<'a> {
     LargeUtf8(&'a arrow_array::LargeStringArray),
 }
 
+#[cold]
+#[inline(never)]
 fn encode_decimal(
     v: i128,
     scale: i8,
