@@ -44,7 +44,11 @@ pub(super) enum Body {
 pub(super) struct Request {
     pub(super) verb: Verb,
     pub(super) body: Body,
-    /// `{_id: ...}` of each document, one after the other.
+    /// How many documents it holds.
+    count: usize,
+    /// `{_id: ...}` of each document, one after the other: kept for the
+    /// driver's body and for upserts (whose statements select by it). An
+    /// insert command reads its documents' ids from their places instead.
     ids: Vec<u8>,
     id_ranges: Vec<(usize, usize)>,
     /// The batch a command's documents come from, and per document its
@@ -92,11 +96,16 @@ impl Request {
             Body::Command { .. } => Vec::with_capacity(capacity),
             Body::Driver(_) => Vec::new(),
         };
+        let ids = match (&body, verb) {
+            (Body::Command { .. }, Verb::Insert) => 0,
+            _ => capacity,
+        };
         Request {
             verb,
             body,
-            ids: Vec::with_capacity(capacity * 24),
-            id_ranges: Vec::with_capacity(capacity),
+            count: 0,
+            ids: Vec::with_capacity(ids * 24),
+            id_ranges: Vec::with_capacity(ids),
             origin: None,
             places,
             bytes: 0,
@@ -122,7 +131,7 @@ impl Request {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.id_ranges.len()
+        self.count
     }
 
     /// BSON bytes of the documents.
@@ -143,6 +152,16 @@ impl Request {
     /// to [`Request::reading_from`].
     pub(super) fn push(&mut self, doc: &[u8], place: (usize, usize)) -> Result<()> {
         self.bytes += doc.len();
+        let index = self.count;
+        self.count += 1;
+        if let (Body::Command { cmd, .. }, Verb::Insert) = (&mut self.body, self.verb) {
+            // The command's bytes are gone once sent: keep the place.
+            self.places.push(place);
+            cmd.push(b::DOCUMENT);
+            b::put_index_key(cmd, index);
+            cmd.extend_from_slice(doc);
+            return Ok(());
+        }
         // `_id` is the document's first element: keep it as `{_id: ...}`.
         let start = self.ids.len();
         let at = b::begin_doc(&mut self.ids);
@@ -151,53 +170,53 @@ impl Request {
         b::end_doc(&mut self.ids, at);
         let id = start..self.ids.len();
         self.id_ranges.push((id.start, id.end));
-        let index = self.id_ranges.len() - 1;
         match &mut self.body {
             Body::Driver(docs) => docs.push(
                 RawDocumentBuf::from_bytes(doc.to_vec())
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ),
+            // An upsert statement (an insert command returned above).
             Body::Command { cmd, .. } => {
-                // The command's bytes are gone once sent: keep the place.
                 self.places.push(place);
                 cmd.push(b::DOCUMENT);
                 b::put_index_key(cmd, index);
-                match self.verb {
-                    Verb::Insert => cmd.extend_from_slice(doc),
-                    Verb::Upsert => {
-                        let statement = b::begin_doc(cmd);
-                        b::put_element(cmd, b::DOCUMENT, b"q\0");
-                        cmd.extend_from_slice(&self.ids[id]);
-                        b::put_element(cmd, b::DOCUMENT, b"u\0");
-                        match &self.merge {
-                            Some(fields) => fields.merge_update(doc, cmd)?,
-                            None => cmd.extend_from_slice(doc),
-                        }
-                        b::put_element(cmd, b::BOOLEAN, b"upsert\0");
-                        cmd.push(1);
-                        b::end_doc(cmd, statement);
-                    }
+                let statement = b::begin_doc(cmd);
+                b::put_element(cmd, b::DOCUMENT, b"q\0");
+                cmd.extend_from_slice(&self.ids[id]);
+                b::put_element(cmd, b::DOCUMENT, b"u\0");
+                match &self.merge {
+                    Some(fields) => fields.merge_update(doc, cmd)?,
+                    None => cmd.extend_from_slice(doc),
                 }
+                b::put_element(cmd, b::BOOLEAN, b"upsert\0");
+                cmd.push(1);
+                b::end_doc(cmd, statement);
             }
         }
         Ok(())
     }
 
-    /// `{_id: ...}` of document `i`.
+    /// A document holding document `i`'s `_id`: `{_id: ...}`, or (an
+    /// insert command) document `i` itself.
     pub(super) fn id_doc(&self, i: usize) -> Option<&[u8]> {
-        self.id_ranges.get(i).map(|&(s, e)| &self.ids[s..e])
+        match (&self.body, self.verb) {
+            (Body::Command { .. }, Verb::Insert) => self.placed(i),
+            _ => self.id_ranges.get(i).map(|&(s, e)| &self.ids[s..e]),
+        }
     }
 
     /// The hash of document `i`'s bytes.
     pub(super) fn hash(&self, i: usize) -> Option<u128> {
         match &self.body {
             Body::Driver(docs) => docs.get(i).map(|d| hash(d.as_bytes())),
-            Body::Command { .. } => {
-                let &(chunk, at) = self.places.get(i)?;
-                let batch = self.origin.as_ref()?;
-                batch.chunks.get(chunk)?.doc_at(at).map(hash)
-            }
+            Body::Command { .. } => self.placed(i).map(hash),
         }
+    }
+
+    /// A command's document `i`, read again from its batch.
+    fn placed(&self, i: usize) -> Option<&[u8]> {
+        let &(chunk, at) = self.places.get(i)?;
+        self.origin.as_ref()?.chunks.get(chunk)?.doc_at(at)
     }
 }
 
@@ -362,8 +381,13 @@ mod tests {
             let mut r = Request::new(mode, Verb::Insert, "c", 2, 0).reading_from(batch.clone());
             r.push(&a, (0, 0)).unwrap();
             r.push(&b, (1, b_at)).unwrap();
-            assert_eq!(r.id_doc(0).unwrap(), &raw(doc! {"_id": 1})[..]);
-            assert_eq!(r.id_doc(1).unwrap(), &raw(doc! {"_id": 2})[..]);
+            // `{_id}` for the driver's copies; the document itself, read
+            // again from its place, for a command.
+            let id = |i| super::super::judge::id_of(r.id_doc(i).unwrap());
+            assert_eq!(id(0), Some(bson::Bson::Int32(1)), "{mode:?}");
+            assert_eq!(id(1), Some(bson::Bson::Int32(2)), "{mode:?}");
+            assert_eq!(describe_id(r.id_doc(1).unwrap()), "_id: 2");
+            assert_eq!(r.id_doc(2), None);
             assert_eq!(r.hash(0), Some(hash(&a)), "{mode:?}");
             assert_eq!(r.hash(1), Some(hash(&b)), "{mode:?}");
             assert_ne!(r.hash(0), Some(hash(&raw(doc! {"_id": 1, "s": "b"}))));
