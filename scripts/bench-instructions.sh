@@ -51,7 +51,8 @@ done
 python3 - "$work" "$ROWS" $BINS <<'PY'
 import collections, sys
 work, rows, bins = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-# By the function the instructions are in (inlined code counts in its caller).
+# By the function the instructions are in (inlined code counts in its
+# caller); the first part that matches takes it.
 PARTS = [
     ("copies (memmove)", ("__mem",)),
     ("allocator", ("mi_", "_mi_", "__rust_alloc", "__rust_dealloc", "__rust_realloc", "__rustc::__rust")),
@@ -81,7 +82,8 @@ for i, _ in enumerate(bins):
     for fn in large.keys() | small.keys():
         by_part[part(fn)] += large[fn] - small[fn]
     columns.append({k: v / (rows - 1000) for k, v in by_part.items()})
-names = [n for n, _ in PARTS] + ["other"]
+names = ["reader", "encoder", "send: request, reply", "send: driver", "copies (memmove)",
+         "allocator", "runtime (tokio, rayon)", "other"]
 print(f"instructions per row, {rows} rows of ref_1000000 through the ack endpoint (user space)")
 print(f"{'part':24}" + "".join(f"{b[-28:]:>30}" for b in bins))
 for n in names + ["total"]:
