@@ -38,7 +38,15 @@ enum Builder {
     Int64(Int64Builder),
     Float32(Float32Builder),
     Float64(Float64Builder),
-    Decimal(Decimal128Builder, u8, i8, NumericWire),
+    Decimal {
+        builder: Decimal128Builder,
+        precision: u8,
+        scale: i8,
+        wire: NumericWire,
+        /// 10^precision, which every magnitude stays below (computed once:
+        /// a 128-bit power per value was a tenth of the reader's work).
+        bound: u128,
+    },
     Text(StringBuilder),
     Binary(BinaryBuilder),
     Date(Date32Builder),
@@ -70,14 +78,15 @@ impl ColumnBuilder {
                 precision,
                 scale,
                 wire,
-            } => Builder::Decimal(
-                Decimal128Builder::with_capacity(rows)
+            } => Builder::Decimal {
+                builder: Decimal128Builder::with_capacity(rows)
                     .with_precision_and_scale(precision, scale)
                     .expect("precision and scale checked by numeric_kind"),
                 precision,
                 scale,
                 wire,
-            ),
+                bound: 10u128.pow(precision as u32),
+            },
             PgKind::Text { .. }
             | PgKind::Json { .. }
             | PgKind::Super
@@ -119,14 +128,20 @@ impl ColumnBuilder {
             Builder::Int64(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
             Builder::Float32(b) => b.append_value(f32::from_be_bytes(fixed(v)?)),
             Builder::Float64(b) => b.append_value(f64::from_be_bytes(fixed(v)?)),
-            Builder::Decimal(b, precision, scale, wire) => {
+            Builder::Decimal {
+                builder: b,
+                precision,
+                scale,
+                wire,
+                bound,
+            } => {
                 let x = match wire {
                     NumericWire::Postgres => numeric_to_i128(v, *scale),
                     NumericWire::Unscaled => unscaled_to_i128(v),
                     NumericWire::Text => text_to_i128(v, *scale),
                 }
                 .map_err(|e| e.to_string())?;
-                if x.unsigned_abs() >= 10u128.pow(*precision as u32) {
+                if x.unsigned_abs() >= *bound {
                     return Err(format!("value does not fit numeric({precision},{scale})"));
                 }
                 b.append_value(x);
@@ -182,7 +197,7 @@ impl ColumnBuilder {
             Builder::Int64(b) => b.append_null(),
             Builder::Float32(b) => b.append_null(),
             Builder::Float64(b) => b.append_null(),
-            Builder::Decimal(b, ..) => b.append_null(),
+            Builder::Decimal { builder: b, .. } => b.append_null(),
             Builder::Text(b) => b.append_null(),
             Builder::Binary(b) => b.append_null(),
             Builder::Date(b) => b.append_null(),
@@ -207,7 +222,7 @@ impl ColumnBuilder {
             Builder::Int64(b) => Arc::new(b.finish()),
             Builder::Float32(b) => Arc::new(b.finish()),
             Builder::Float64(b) => Arc::new(b.finish()),
-            Builder::Decimal(b, ..) => Arc::new(b.finish()),
+            Builder::Decimal { builder: b, .. } => Arc::new(b.finish()),
             Builder::Text(b) => Arc::new(b.finish()),
             Builder::Binary(b) => Arc::new(b.finish()),
             Builder::Date(b) => Arc::new(b.finish()),
@@ -298,6 +313,37 @@ mod tests {
         let a = b.finish();
         let a = a.as_string::<i32>();
         (0..a.len()).map(|i| a.value(i).to_string()).collect()
+    }
+
+    #[test]
+    fn a_decimal_beyond_its_precision_is_refused() {
+        let kind = PgKind::Numeric {
+            precision: 4,
+            scale: 2,
+            wire: NumericWire::Unscaled,
+        };
+        let mut b = ColumnBuilder::new("c", kind, 4);
+        // Unscaled values: 99.99 and -99.99 fit numeric(4,2); 100.00 does not.
+        for ok in [9_999i64, -9_999, 0] {
+            b.append(Some(&ok.to_be_bytes())).unwrap();
+        }
+        for too_big in [10_000i64, -10_000, i64::MAX] {
+            let e = b.append(Some(&too_big.to_be_bytes())).unwrap_err();
+            assert_eq!(e, "value does not fit numeric(4,2)");
+        }
+        let a = b.finish();
+        let a = a.as_primitive::<arrow_array::types::Decimal128Type>();
+        assert_eq!(a.values().to_vec(), [9_999, -9_999, 0]);
+        // The widest precision's bound is 10^38 itself.
+        let kind = PgKind::Numeric {
+            precision: 38,
+            scale: 0,
+            wire: NumericWire::Text,
+        };
+        let mut b = ColumnBuilder::new("c", kind, 2);
+        b.append(Some("9".repeat(38).as_bytes())).unwrap();
+        let e = b.append(Some(format!("1{}", "0".repeat(38)).as_bytes()));
+        assert!(e.is_err(), "{e:?}");
     }
 
     #[test]
