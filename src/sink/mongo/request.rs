@@ -96,10 +96,7 @@ impl Request {
             Body::Command { .. } => Vec::with_capacity(capacity),
             Body::Driver(_) => Vec::new(),
         };
-        let ids = match (&body, verb) {
-            (Body::Command { .. }, Verb::Insert) => 0,
-            _ => capacity,
-        };
+        let ids = if keeps_ids(&body, verb) { capacity } else { 0 };
         Request {
             verb,
             body,
@@ -154,43 +151,42 @@ impl Request {
         self.bytes += doc.len();
         let index = self.count;
         self.count += 1;
-        if let (Body::Command { cmd, .. }, Verb::Insert) = (&mut self.body, self.verb) {
-            // The command's bytes are gone once sent: keep the place.
-            self.places.push(place);
-            cmd.push(b::DOCUMENT);
-            b::put_index_key(cmd, index);
-            cmd.extend_from_slice(doc);
-            return Ok(());
+        if keeps_ids(&self.body, self.verb) {
+            // `_id` is the document's first element: keep it as `{_id: ...}`.
+            let start = self.ids.len();
+            let at = b::begin_doc(&mut self.ids);
+            self.ids
+                .extend_from_slice(&doc[4..4 + first_element_len(doc)]);
+            b::end_doc(&mut self.ids, at);
+            self.id_ranges.push((start, self.ids.len()));
         }
-        // `_id` is the document's first element: keep it as `{_id: ...}`.
-        let start = self.ids.len();
-        let at = b::begin_doc(&mut self.ids);
-        self.ids
-            .extend_from_slice(&doc[4..4 + first_element_len(doc)]);
-        b::end_doc(&mut self.ids, at);
-        let id = start..self.ids.len();
-        self.id_ranges.push((id.start, id.end));
         match &mut self.body {
             Body::Driver(docs) => docs.push(
                 RawDocumentBuf::from_bytes(doc.to_vec())
                     .map_err(|e| Error::Internal(e.to_string()))?,
             ),
-            // An upsert statement (an insert command returned above).
             Body::Command { cmd, .. } => {
+                // The command's bytes are gone once sent: keep the place.
                 self.places.push(place);
                 cmd.push(b::DOCUMENT);
                 b::put_index_key(cmd, index);
-                let statement = b::begin_doc(cmd);
-                b::put_element(cmd, b::DOCUMENT, b"q\0");
-                cmd.extend_from_slice(&self.ids[id]);
-                b::put_element(cmd, b::DOCUMENT, b"u\0");
-                match &self.merge {
-                    Some(fields) => fields.merge_update(doc, cmd)?,
-                    None => cmd.extend_from_slice(doc),
+                match self.verb {
+                    Verb::Insert => cmd.extend_from_slice(doc),
+                    Verb::Upsert => {
+                        let (start, end) = self.id_ranges[index];
+                        let statement = b::begin_doc(cmd);
+                        b::put_element(cmd, b::DOCUMENT, b"q\0");
+                        cmd.extend_from_slice(&self.ids[start..end]);
+                        b::put_element(cmd, b::DOCUMENT, b"u\0");
+                        match &self.merge {
+                            Some(fields) => fields.merge_update(doc, cmd)?,
+                            None => cmd.extend_from_slice(doc),
+                        }
+                        b::put_element(cmd, b::BOOLEAN, b"upsert\0");
+                        cmd.push(1);
+                        b::end_doc(cmd, statement);
+                    }
                 }
-                b::put_element(cmd, b::BOOLEAN, b"upsert\0");
-                cmd.push(1);
-                b::end_doc(cmd, statement);
             }
         }
         Ok(())
@@ -199,9 +195,10 @@ impl Request {
     /// A document holding document `i`'s `_id`: `{_id: ...}`, or (an
     /// insert command) document `i` itself.
     pub(super) fn id_doc(&self, i: usize) -> Option<&[u8]> {
-        match (&self.body, self.verb) {
-            (Body::Command { .. }, Verb::Insert) => self.placed(i),
-            _ => self.id_ranges.get(i).map(|&(s, e)| &self.ids[s..e]),
+        if keeps_ids(&self.body, self.verb) {
+            self.id_ranges.get(i).map(|&(s, e)| &self.ids[s..e])
+        } else {
+            self.placed(i)
         }
     }
 
@@ -218,6 +215,13 @@ impl Request {
         let &(chunk, at) = self.places.get(i)?;
         self.origin.as_ref()?.chunks.get(chunk)?.doc_at(at)
     }
+}
+
+/// Whether a request keeps each document's `{_id: ...}`: the driver's body
+/// and upserts (whose statements select by it) do; an insert command reads
+/// it from the document's place when a duplicate is reported.
+fn keeps_ids(body: &Body, verb: Verb) -> bool {
+    !matches!((body, verb), (Body::Command { .. }, Verb::Insert))
 }
 
 /// A 128-bit hash of a document's bytes: equal hashes are taken for equal
