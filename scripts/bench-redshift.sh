@@ -23,7 +23,7 @@ fi
 cargo build --release --quiet
 
 work=$(mktemp -d)
-cargo test --release --quiet --test redshift -- --ignored --exact serve_dialect_server --nocapture >"$work/server.out" 2>&1 &
+cargo test --release --quiet --test integration -- --ignored --exact redshift::serve_dialect_server --nocapture >"$work/server.out" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; pkill -f "redshift-.*serve_dialect_server" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 600); do grep -q "dialect server port" "$work/server.out" && break; sleep 1; done

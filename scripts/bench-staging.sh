@@ -14,7 +14,7 @@ DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 cargo build --release --quiet
 SHIFTLOAD_VOLUME_ROWS=$ROWS SHIFTLOAD_BENCH_DIR=$DIR \
-  cargo test --release --quiet --test filter stage_for_bench -- --ignored --nocapture | grep staged
+  cargo test --release --quiet --test integration -- --ignored --nocapture --exact filter::stage_for_bench | grep staged
 printf '%-8s %12s %10s %12s %14s\n' path written seconds rows/s "peak RSS MiB"
 for kind in query staged; do
   /usr/bin/time -v target/release/shiftload run --no-progress --memory-limit 256MiB "$DIR/$kind.toml" \

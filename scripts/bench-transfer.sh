@@ -8,5 +8,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/services.sh start
 # shellcheck disable=SC1091
 . "${SHIFTLOAD_SERVICES_DIR:-${TMPDIR:-/tmp}/shiftload-services}/env"
-SHIFTLOAD_VOLUME_ROWS=${ROWS:-1000000} cargo test --release --test transfer -- \
-  --ignored --nocapture volume_transfer_matches_the_source
+SHIFTLOAD_VOLUME_ROWS=${ROWS:-1000000} cargo test --release --test integration -- \
+  --ignored --nocapture --exact transfer::volume_transfer_matches_the_source

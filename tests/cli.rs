@@ -1,9 +1,7 @@
 //! Bad input through the real binary: each case checks the exit code and
 //! that the message names what to fix, and that nothing leaks a password.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const PG_SECRET: &str = "pg-Secret-4711";
 const MONGO_SECRET: &str = "mongo-Secret-0815";

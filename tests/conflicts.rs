@@ -2,10 +2,8 @@
 //! present" (a resumed run); a different document under the same `_id`, or
 //! a row refused by another unique index, is never taken for one.
 
-mod common;
-
+use crate::common::*;
 use bson::{doc, Bson, Document};
-use common::*;
 
 /// A table `(id int, s text)` with `rows`, and a database name.
 async fn table_of(prefix: &str, rows: &str) -> (String, String) {

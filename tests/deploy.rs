@@ -5,13 +5,11 @@
 //! same arguments, the same environment, the job file of the ConfigMap,
 //! `parallelism` processes at once, against the real servers.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Secret};
 use serde::de::DeserializeOwned;

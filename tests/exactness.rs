@@ -1,13 +1,11 @@
 //! A run that says complete is complete: the ways a run could exit 0 with
 //! rows missing, each tried on the real servers.
 
-mod common;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bson::{doc, Document};
-use common::*;
 
 /// A table of `rows` rows whose `s` column costs 30 ms on every tenth row,
 /// so that a partition of a 20-way split takes a visible moment.

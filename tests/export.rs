@@ -2,14 +2,12 @@
 //! manifest, read back by the staged source and by pyarrow, and resumed
 //! after a SIGKILL with no partial part ever listed.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::common::s3::*;
+use crate::common::*;
 use bson::Document;
-use common::s3::*;
-use common::*;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 /// A table of the types an export must keep, `rows` rows with NULLs.

@@ -3,13 +3,11 @@
 //! staged on S3 (moto). PostgreSQL itself, running the filter text as a
 //! WHERE clause, is the oracle for which rows are kept.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::common::s3::*;
+use crate::common::*;
 use bson::{Bson, Document};
-use common::s3::*;
-use common::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 

@@ -3,13 +3,11 @@
 //! late rows, `--full-refresh`, and a killed run that leaves the
 //! watermark where it was.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bson::{doc, Bson, Document};
-use common::*;
 
 /// `rows` rows, `updated_at` one minute apart from 2026-01-01 00:01.
 async fn seed(rows: u32) -> String {

@@ -1,9 +1,7 @@
 //! The memory budget: batch sizes follow the budget and the width of the
 //! rows, and a transfer under a tiny budget still completes exactly.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// `in N batches` from a run summary.
 fn batches(summary: &str) -> u64 {

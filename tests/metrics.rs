@@ -2,14 +2,12 @@
 //! independent parser) and counts what the run's summary says; `/health`
 //! answers; the progress lines of a run off a terminal.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use prometheus_parse::{Sample, Scrape, Value};
 
 /// `GET path` over HTTP/1.0: the status code and the body.

@@ -2,12 +2,10 @@
 //! `status --json`, checked against the collection and the committed
 //! schemas, for a finished, a failed and an interrupted job.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use bson::doc;
-use common::*;
 use serde_json::Value;
 
 fn schema(name: &str) -> Value {

@@ -1,13 +1,11 @@
 //! The planning turn: one worker plans a generation; others wait while it
 //! plans, however long, and take over only from a planner that stopped.
 
-mod common;
-
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bson::{doc, Document};
-use common::*;
 
 /// A table whose partition key `k` costs 25 ms a row to compute: the plan
 /// (the key's range, read by the server) takes about `rows` × 25 ms.

@@ -3,12 +3,10 @@
 //! them, the safety limit refuses a large deletion until `--force`, and
 //! `[reconcile] after_run` does it after each complete run.
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::*;
 use bson::{Bson, Document};
-use common::*;
 
 /// The collection as `_id` (as text) → `name`.
 async fn copy(db: &str) -> BTreeMap<String, String> {

@@ -3,11 +3,9 @@
 //! in each of its wire forms, Redshift's own types, SHA-256 digest login,
 //! its cursor rules and errors, and transfers equal to the direct ones.
 
-mod common;
-
+use crate::common::redshift::{run_job_async, DialectServer, Injection, Options};
+use crate::common::*;
 use bson::{Bson, Document};
-use common::redshift::{run_job_async, DialectServer, Injection, Options};
-use common::*;
 use std::sync::atomic::Ordering;
 
 fn options(max_protocol: u8) -> Options {

@@ -2,14 +2,12 @@
 //! backend and statement timeouts, a MongoDB restart, several workers, and
 //! SIGTERM. Every test ends by comparing the collection with the source.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bson::{doc, Bson, Document};
-use common::*;
 use futures_util::TryStreamExt;
 use rand::Rng;
 

@@ -3,12 +3,10 @@
 //! collection; a password rotated between an interrupted run and its
 //! resumption; the dead-letter file's permissions.
 
-mod common;
-
 use std::process::Output;
 
+use crate::common::*;
 use bson::{doc, Document};
-use common::*;
 use futures_util::TryStreamExt;
 
 /// In every password below and nowhere else.

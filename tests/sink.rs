@@ -1,14 +1,12 @@
 //! The MongoDB sink through the library, with the driver's command
 //! monitoring: what is sent to the real server, not only what lands.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use arrow_array::{Int32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use bson::{doc, Document};
-use common::*;
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
 use mongodb::options::ClientOptions;

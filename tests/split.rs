@@ -2,12 +2,10 @@
 //! worker: here a source that never planned (as on a worker that resumed
 //! the run) cuts open-ended ranges of integer and DATE keys.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use arrow_schema::{DataType, Field, Schema};
-use common::*;
 use shiftload::memory::{Budget, ByteSize};
 use shiftload::plan::{Planned, Range};
 use shiftload::source::query::QuerySource;

@@ -1,11 +1,9 @@
 //! Staged Parquet parts are found wherever they are, and a part list that
 //! does not add up is an error, never a complete copy of less.
 
-mod common;
-
+use crate::common::s3::*;
+use crate::common::*;
 use bson::doc;
-use common::s3::*;
-use common::*;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 

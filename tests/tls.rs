@@ -4,14 +4,12 @@
 //! success reads `pg_stat_ssl` through the job itself, so the documents
 //! say whether the data connection was TLS.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::redshift::{DialectServer, Options};
+use crate::common::*;
 use bson::{doc, Document};
-use common::redshift::{DialectServer, Options};
-use common::*;
 use futures_util::TryStreamExt;
 
 fn tls(file: &str) -> String {

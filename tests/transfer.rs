@@ -1,12 +1,10 @@
 //! Whole transfers of the reference table through the real binary, read back
 //! and compared with the source row by row.
 
-mod common;
-
 use std::collections::HashMap;
 
+use crate::common::*;
 use bson::{Bson, Document};
-use common::*;
 
 fn get<'a>(doc: &'a Document, path: &str) -> Option<&'a Bson> {
     let mut parts = path.split('.');

@@ -2,10 +2,8 @@
 //! the real MongoDB-compatible server, read back with the driver and compared
 //! field by field with what PostgreSQL itself says about each value.
 
-mod common;
-
+use crate::common::*;
 use bson::{Bson, Document};
-use common::*;
 
 const COLUMNS: &str = "
   id int PRIMARY KEY,
@@ -160,7 +158,7 @@ async fn every_type_round_trips_field_by_field() {
 /// documents as the direct transfer, field by field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_through_the_redshift_dialect_server() {
-    use common::redshift::{run_job_async, DialectServer, Options};
+    use crate::common::redshift::{run_job_async, DialectServer, Options};
     let table = setup().await;
     let db = unique("t_rs_types");
     let mapping = "id = [\"id\"]\nexclude = [\"id\"]\ndecimal = \"string\"";

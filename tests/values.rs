@@ -1,10 +1,8 @@
 //! Values that do not fit are errors that name the column and the row,
 //! never silently changed ones.
 
-mod common;
-
+use crate::common::*;
 use bson::{doc, Bson};
-use common::*;
 
 fn values_job(
     query: &str,

@@ -1,10 +1,8 @@
 //! `shiftload verify`: a copy proved equal to its source, or the
 //! documents that differ named, by partition.
 
-mod common;
-
+use crate::common::*;
 use bson::doc;
-use common::*;
 
 /// A reference table loaded into its own database, partitioned: the job
 /// file and the names.
