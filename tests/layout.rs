@@ -182,3 +182,41 @@ fn files_and_functions_stay_small() {
     }
     assert!(over.is_empty(), "too large:\n{}", over.join("\n"));
 }
+
+/// The files of `tests/` (`tests/x.rs`) that no test target runs: with
+/// `autotests = false`, a file is run only as a `[[test]]` of Cargo.toml or
+/// as a `mod` of tests/integration.rs, and a new file that is neither
+/// would silently never run.
+fn unrun_test_files(files: &[String], cargo_toml: &str, integration: &str) -> Vec<String> {
+    files
+        .iter()
+        .filter(|name| {
+            let target = format!("path = \"tests/{name}.rs\"");
+            let module = format!("mod {name};");
+            !cargo_toml.contains(&target) && !integration.lines().any(|l| l.trim() == module)
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_test_file_is_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).expect("readable");
+    let files: Vec<String> = std::fs::read_dir(root.join("tests"))
+        .expect("tests/ is readable")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.len() > 20, "{files:?}");
+    let (cargo, integration) = (read("Cargo.toml"), read("tests/integration.rs"));
+    let unrun = unrun_test_files(&files, &cargo, &integration);
+    assert!(
+        unrun.is_empty(),
+        "tests/ files no target runs (add `mod NAME;` to tests/integration.rs): {unrun:?}"
+    );
+    // And the check sees a file that is neither.
+    let stray = vec!["stray".to_string(), "resume".to_string()];
+    assert_eq!(unrun_test_files(&stray, &cargo, &integration), ["stray"]);
+}
