@@ -11,8 +11,26 @@ use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
 use mongodb::options::ClientOptions;
 use shiftload::memory::{Budget, ByteSize};
-use shiftload::sink::{MongoSink, Sink, Target};
+use shiftload::sink::{MongoSink, PartitionSink, Sink, Target};
 use shiftload::JobConfig;
+
+/// A partition of the MongoDB sink for `(id int, s text)` rows, through a
+/// client made from `options`, and the budget its permits come from.
+async fn open_partition(
+    job: &JobConfig,
+    options: ClientOptions,
+) -> (Arc<Schema>, Budget, Box<dyn PartitionSink>) {
+    let client = mongodb::Client::with_options(options).unwrap();
+    let target = Target::with_client(client, &job.target).await.unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int32, false),
+        Field::new("s", DataType::Utf8, true),
+    ]));
+    let budget = Budget::new(ByteSize(64 << 20), 1);
+    let sink = MongoSink::new(target, &job.target, &job.mapping, &schema, &budget).unwrap();
+    let partition = sink.open("p", schema.clone()).await.unwrap();
+    (schema, budget, partition)
+}
 
 /// Write three rows with `send` through a client whose URI asks for
 /// `w=majority`; the `insert` commands the driver saw go out.
@@ -41,15 +59,7 @@ async fn insert_commands(send: &str) -> (String, Vec<Document>) {
             }
         }
     }));
-    let client = mongodb::Client::with_options(options).unwrap();
-    let target = Target::with_client(client, &job.target).await.unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int32, false),
-        Field::new("s", DataType::Utf8, true),
-    ]));
-    let budget = Budget::new(ByteSize(64 << 20), 1);
-    let sink = MongoSink::new(target, &job.target, &job.mapping, &schema, &budget).unwrap();
-    let mut partition = sink.open("p", schema.clone()).await.unwrap();
+    let (schema, budget, mut partition) = open_partition(&job, options).await;
     let batch = RecordBatch::try_new(
         schema,
         vec![
@@ -124,15 +134,7 @@ async fn requests_in_flight_never_exceed_writers() {
                 _ => {}
             }
         }));
-        let client = mongodb::Client::with_options(options).unwrap();
-        let target = Target::with_client(client, &job.target).await.unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int32, false),
-            Field::new("s", DataType::Utf8, true),
-        ]));
-        let budget = Budget::new(ByteSize(64 << 20), 1);
-        let sink = MongoSink::new(target, &job.target, &job.mapping, &schema, &budget).unwrap();
-        let mut partition = sink.open("p", schema.clone()).await.unwrap();
+        let (schema, budget, mut partition) = open_partition(&job, options).await;
         for part in 0..2 {
             let ids: Vec<i32> = (part * 1000..(part + 1) * 1000).collect();
             let text: Vec<String> = ids.iter().map(|i| format!("row {i}")).collect();
